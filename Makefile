@@ -1,0 +1,30 @@
+# Every target installs what is missing into .venv first (idempotent: reruns only when the pins change).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# extra arguments for pytest, e.g. make test PYTEST_ARGS="-m 'not slow'"
+PYTEST_ARGS ?=
+
+.PHONY: help install test demo lint
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the pinned dependencies and this package
+
+test: $(STAMP) ## run the whole test suite on CPU (real data from ../shared/data)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) || { status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; fi; exit $$status; }
+
+demo: $(STAMP) ## run the main job on the embedded default (TJH on CPU): for now, data preparation and a summary
+	$(BIN)/eagrl-data experiment=demo
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""EHR data: raw sources, cohort processing, the EHRDataModule and EHR-as-text prompts."""

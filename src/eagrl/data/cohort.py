@@ -1,0 +1,272 @@
+"""Processed cohorts: visit and patient tables, the split, and their versioned on-disk cache.
+
+A dataset loader turns verified raw files into a :class:`RawCohort` (canonical feature names, raw units,
+NaN for missing). :func:`prepare_cohort` filters it, assigns the one split every stage uses, and writes
+``visits.parquet``, ``patients.parquet`` and ``manifest.json`` under
+``<paths.data_dir>/processed/<dataset>/<version>/`` where ``version`` hashes the raw checksums, the
+dataset config and :data:`PROCESSING_VERSION`; a rerun with unchanged inputs only reads the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from sklearn.model_selection import train_test_split
+
+from eagrl.data.features import FeatureTable, features_path
+from eagrl.data.sources import RawFile, obtain
+from eagrl.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+#: Bump when processing code changes its output, so old caches are not reused.
+PROCESSING_VERSION = 1
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class RawCohort:
+    """What a dataset loader returns.
+
+    Attributes:
+        visits: one row per visit: ``patient_id`` (str), ``time`` (float, in the dataset's time unit),
+            ``time_label`` (str shown in prompts) and one float column per dynamic feature (canonical name).
+        patients: one row per patient: ``patient_id``, one column per static feature, one per label (0/1).
+        dropped: reason -> number of patients the loader dropped for it (logged and put in the manifest).
+    """
+
+    visits: pd.DataFrame
+    patients: pd.DataFrame
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Cohort:
+    """A processed, split cohort as read back from the cache."""
+
+    name: str
+    directory: Path
+    visits: pd.DataFrame
+    patients: pd.DataFrame
+    features: FeatureTable
+    manifest: dict
+
+    @classmethod
+    def load(cls, directory: Path) -> Cohort:
+        """Read a cache folder written by :func:`prepare_cohort`."""
+        manifest_path = directory / MANIFEST
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            visits = pd.read_parquet(directory / "visits.parquet")
+            patients = pd.read_parquet(directory / "patients.parquet")
+        except (OSError, ValueError) as error:
+            raise DataError(
+                f"processed cohort at {directory} is unreadable ({error}); delete it and rerun eagrl-data"
+            ) from None
+        return cls(
+            name=manifest["dataset"],
+            directory=directory,
+            visits=visits,
+            patients=patients,
+            features=FeatureTable.load(manifest["features_file"]),
+            manifest=manifest,
+        )
+
+    def split_ids(self, split: str) -> list[str]:
+        """Patient ids of ``split`` in cache order."""
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return self.patients.loc[self.patients["split"] == split, "patient_id"].tolist()
+
+
+def require_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
+    """Raise :class:`DataError` naming the first of ``columns`` missing from ``frame`` read from ``path``."""
+    for column in columns:
+        if column not in frame.columns:
+            raise DataError(f"{path}: missing column {column!r}")
+
+
+def numeric_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> pd.DataFrame:
+    """Columns as float, NaN for blanks; raise :class:`DataError` naming the first non-numeric cell.
+
+    Negative values are missing-value markers in these datasets and become NaN.
+    """
+    result = {}
+    for column in columns:
+        converted = pd.to_numeric(frame[column], errors="coerce")
+        bad = converted.isna() & frame[column].notna() & (frame[column].astype(str).str.strip() != "")
+        if bad.any():
+            row = bad.to_numpy().nonzero()[0][0]
+            raise DataError(
+                f"{path}: column {column!r} has non-numeric value {frame[column].iloc[row]!r} (data row {row + 1})"
+            )
+        result[column] = converted.astype(float).where(converted >= 0)
+    return pd.DataFrame(result, index=frame.index)
+
+
+def assign_splits(patients: pd.DataFrame, split_cfg: Mapping) -> pd.Series:
+    """Split patients into train / val / test (the paper's protocol, seeded).
+
+    Args:
+        patients: one row per patient with the stratification label column.
+        split_cfg: ``seed``; ``test_size`` (int count or float fraction of all patients); ``val_size``
+            (int count or float fraction of the non-test patients); ``stratify_test`` / ``stratify_val``;
+            ``label`` (column used for stratification).
+
+    Returns:
+        Series of split names aligned with ``patients``.
+    """
+    ids = patients["patient_id"].to_numpy()
+    labels = patients[split_cfg["label"]].to_numpy()
+    try:
+        rest, test, rest_y, _ = train_test_split(
+            ids,
+            labels,
+            test_size=split_cfg["test_size"],
+            random_state=split_cfg["seed"],
+            stratify=labels if split_cfg["stratify_test"] else None,
+        )
+        train, val = train_test_split(
+            rest,
+            test_size=split_cfg["val_size"],
+            random_state=split_cfg["seed"],
+            stratify=rest_y if split_cfg["stratify_val"] else None,
+        )
+    except ValueError as error:
+        raise ConfigError(
+            f"cannot split {len(ids)} patients with dataset.split "
+            f"(test_size={split_cfg['test_size']}, val_size={split_cfg['val_size']}): {error}"
+        ) from None
+    names = {pid: "train" for pid in train} | {pid: "val" for pid in val} | {pid: "test" for pid in test}
+    return patients["patient_id"].map(names)
+
+
+def cohort_table(patients: pd.DataFrame, visits: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Patients, positives per label and visits per split (plus an ``all`` row)."""
+    visit_counts = visits.groupby("patient_id").size()
+    rows = {}
+    for split in (*SPLITS, "all"):
+        members = patients if split == "all" else patients[patients["split"] == split]
+        counts = visit_counts.reindex(members["patient_id"]).fillna(0)
+        row = {"patients": len(members)}
+        row |= {f"{label}=1": int(members[label].sum()) for label in labels}
+        row |= {"visits": int(counts.sum()), "visits/patient": round(float(counts.mean()), 2) if len(members) else 0}
+        rows[split] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _version_key(dataset_cfg: DictConfig, checksums: dict[str, str], features_text: str) -> str:
+    payload = json.dumps(
+        {
+            "processing_version": PROCESSING_VERSION,
+            "dataset": OmegaConf.to_container(dataset_cfg, resolve=True),
+            "raw": checksums,
+            "features": hashlib.sha256(features_text.encode()).hexdigest(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def filter_cohort(raw: RawCohort, features: FeatureTable, min_visits: int, drop_empty_visits: bool) -> RawCohort:
+    """Drop visits without any measurement (optional) and patients with fewer than ``min_visits`` visits."""
+    visits, dropped = raw.visits, dict(raw.dropped)
+    if drop_empty_visits:
+        visits = visits[visits[features.dynamic_names].notna().any(axis=1)]
+    counts = visits.groupby("patient_id").size().reindex(raw.patients["patient_id"]).fillna(0)
+    keep = counts[counts >= min_visits].index
+    dropped[f"fewer than {min_visits} visits"] = int(len(counts) - len(keep))
+    patients = raw.patients[raw.patients["patient_id"].isin(keep)].reset_index(drop=True)
+    if patients.empty:
+        raise DataError(
+            f"empty cohort after filtering: 0 of {len(counts)} patients have >= {min_visits} visits "
+            "(dataset.min_visits)"
+        )
+    visits = visits[visits["patient_id"].isin(keep)]
+    return RawCohort(visits=visits, patients=patients, dropped=dropped)
+
+
+def prepare_cohort(dataset_cfg: DictConfig, raw_source: str, data_dir: str | Path) -> Path:
+    """Obtain, verify, process and split a dataset; return its cache folder (reused when up to date).
+
+    Args:
+        dataset_cfg: the ``dataset`` config group (raw files, loader, filters, split, features file).
+        raw_source: folder holding the raw files, or ``"upstream"`` to download them.
+        data_dir: root of the local data cache (``paths.data_dir``).
+    """
+    data_dir = Path(data_dir).expanduser().resolve()
+    name = dataset_cfg.name
+    raw_files = [
+        RawFile(key=key, path=entry.path, sha256=entry.sha256, url=entry.get("url"))
+        for key, entry in dataset_cfg.raw_files.items()
+    ]
+    paths = {
+        raw.key: obtain(raw, raw_source, data_dir / "raw", f"dataset.raw_files.{raw.key}", link=dataset_cfg.link_raw)
+        for raw in raw_files
+    }
+    checksums = {raw.key: raw.sha256 or "unverified" for raw in raw_files}
+    features_text = features_path(dataset_cfg.features_file).read_text()
+    version = _version_key(dataset_cfg, checksums, features_text)
+    directory = data_dir / "processed" / name / version
+    if (directory / MANIFEST).is_file():
+        log.info("cohort %s is up to date: %s", name, directory)
+        return directory
+
+    features = FeatureTable.load(dataset_cfg.features_file)
+    load: Callable[..., RawCohort] = instantiate(dataset_cfg.loader, _partial_=True)
+    log.info("processing %s from %s", name, ", ".join(str(p) for p in paths.values()))
+    raw = load(files=paths, features=features)
+    cohort = filter_cohort(raw, features, dataset_cfg.min_visits, dataset_cfg.drop_empty_visits)
+    patients = cohort.patients.copy()
+    patients["split"] = assign_splits(patients, dataset_cfg.split)
+    visits = cohort.visits.sort_values(["patient_id", "time"], kind="stable").reset_index(drop=True)
+    visits.insert(1, "visit", visits.groupby("patient_id").cumcount())
+    for reason, count in cohort.dropped.items():
+        log.info("%s: dropped %d patients (%s)", name, count, reason)
+
+    labels = list(dataset_cfg.labels)
+    table = cohort_table(patients, visits, labels)
+    manifest = {
+        "dataset": name,
+        "version": version,
+        "processing_version": PROCESSING_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "raw_files": {raw.key: {"path": raw.path, "sha256": checksums[raw.key]} for raw in raw_files},
+        "features_file": dataset_cfg.features_file,
+        "features": {"static": features.static_names, "dynamic": features.dynamic_names},
+        "labels": labels,
+        "time_unit": dataset_cfg.time_unit,
+        "dropped": cohort.dropped,
+        "cohort": table.to_dict(orient="index"),
+        "splits": {split: patients.loc[patients["split"] == split, "patient_id"].tolist() for split in SPLITS},
+        "config": OmegaConf.to_container(dataset_cfg, resolve=True),
+    }
+    staging = directory.with_name(f".{version}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    visits.to_parquet(staging / "visits.parquet", index=False)
+    patients.to_parquet(staging / "patients.parquet", index=False)
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(staging, directory)
+    log.info("wrote %s", directory)
+    return directory
+
+
+def _json_default(value):
+    if isinstance(value, np.integer | np.floating):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -1,0 +1,217 @@
+"""``EHRDataModule``: the one data source of every stage (experts, MCTS, SFT, RL, evaluation).
+
+Experts get padded tensors, z-normalised with train statistics after LOCF (train medians where nothing was
+observed yet); LLM stages get :class:`~eagrl.data.prompt.PatientRecord` objects with LOCF-only raw values.
+Both come from the same cached split, so no patient ever changes split between stages.
+
+    dm = EHRDataModule(dataset=cfg.dataset, task="mortality", raw_source="../shared/data", data_dir="data")
+    dm.prepare_data(); dm.setup()
+    batch = next(iter(dm.train_dataloader()))   # batch["values"]: (B, T, F)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from eagrl.data.cohort import SPLITS, Cohort, prepare_cohort
+from eagrl.data.features import FeatureTable
+from eagrl.data.prompt import ChatPrompt, PatientRecord, build_prompt
+from eagrl.data.transforms import FeatureStats, impute_and_normalise, locf, pad_visits
+from eagrl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitArrays:
+    """All of one split's patients as arrays (n patients, T padded visits, F dynamic, S static features).
+
+    Attributes:
+        patient_ids: (n,) ids in cache order.
+        raw: (n, T, F) raw values, NaN for missing or padding.
+        values: (n, T, F) LOCF + train-median imputed, z-normalised with train statistics.
+        observed: (n, T, F) True where a value was measured at that visit.
+        times: (n, T) visit times in the dataset's unit (0 on padding).
+        lengths: (n,) real visits per patient.
+        static: (n, S) imputed and normalised static features; static_raw the raw ones.
+        labels: (n,) 0/1 outcome of the configured task.
+        time_labels: per patient, the visit time labels used in prompts.
+    """
+
+    patient_ids: list[str]
+    raw: np.ndarray
+    values: np.ndarray
+    observed: np.ndarray
+    times: np.ndarray
+    lengths: np.ndarray
+    static: np.ndarray
+    static_raw: np.ndarray
+    labels: np.ndarray
+    time_labels: list[tuple[str, ...]]
+
+
+class EHRTensorDataset(Dataset):
+    """Index -> dict of tensors for one patient (visit axis padded to the split's longest stay)."""
+
+    def __init__(self, arrays: SplitArrays):
+        self.arrays = arrays
+        steps = arrays.values.shape[1]
+        self.visit_mask = np.arange(steps)[None, :] < arrays.lengths[:, None]
+
+    def __len__(self) -> int:
+        return len(self.arrays.patient_ids)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        arrays = self.arrays
+        return {
+            "values": torch.from_numpy(arrays.values[index]),
+            "observed": torch.from_numpy(arrays.observed[index]),
+            "times": torch.from_numpy(arrays.times[index]),
+            "visit_mask": torch.from_numpy(self.visit_mask[index]),
+            "length": torch.tensor(arrays.lengths[index]),
+            "static": torch.from_numpy(arrays.static[index]),
+            "label": torch.tensor(arrays.labels[index], dtype=torch.float32),
+            "index": torch.tensor(index),
+        }
+
+
+class EHRDataModule(L.LightningDataModule):
+    """One split of one dataset and task, as tensors for experts and as records/prompts for LLMs.
+
+    Args:
+        dataset: the ``dataset`` config group.
+        task: label column to predict (``task.name``), e.g. ``mortality``.
+        raw_source: folder with the raw files, or ``upstream``.
+        data_dir: local data cache root.
+        batch_size: patients per batch.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        dataset: DictConfig,
+        task: str,
+        raw_source: str,
+        data_dir: str,
+        batch_size: int = 64,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if task not in dataset.labels:
+            raise ConfigError(
+                f"task {task!r} is not available for dataset {dataset.name!r} (labels: {list(dataset.labels)})"
+            )
+        self.dataset_cfg, self.task = dataset, task
+        self.raw_source, self.data_dir = raw_source, data_dir
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.cohort_dir: Path | None = None
+        self.cohort: Cohort | None = None
+        self.arrays: dict[str, SplitArrays] = {}
+        self.dynamic_stats: FeatureStats | None = None
+        self.static_stats: FeatureStats | None = None
+
+    def prepare_data(self) -> None:
+        """Obtain, verify and process the raw data once (a no-op when the cache is up to date)."""
+        self.cohort_dir = prepare_cohort(self.dataset_cfg, self.raw_source, self.data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the cached cohort and build every split's arrays with train-only statistics."""
+        if self.arrays:
+            return
+        if self.cohort_dir is None:
+            self.prepare_data()
+        self.cohort = Cohort.load(self.cohort_dir)
+        features = self.features
+        raw = {split: self._raw_split(split) for split in SPLITS}
+        train_values, _, _, train_static = raw["train"][1:]
+        self.dynamic_stats = FeatureStats.fit(train_values)
+        self.static_stats = FeatureStats.fit(train_static)
+        time_labels = self.cohort.visits.groupby("patient_id", sort=False)["time_label"].agg(tuple)
+        patients = self.cohort.patients.set_index("patient_id")
+        for split, (ids, values, times, lengths, static) in raw.items():
+            self.arrays[split] = SplitArrays(
+                patient_ids=ids,
+                raw=values,
+                values=impute_and_normalise(values, self.dynamic_stats),
+                observed=~np.isnan(values),
+                times=times,
+                lengths=lengths,
+                static=impute_and_normalise(static, self.static_stats),
+                static_raw=static,
+                labels=patients.loc[ids, self.task].to_numpy(dtype=np.int64),
+                time_labels=list(time_labels.loc[ids]),
+            )
+        log.info(
+            "%s: %s features (%d static + %d dynamic), splits %s",
+            self.cohort.name,
+            len(features.all),
+            len(features.static),
+            len(features.dynamic),
+            {split: len(arrays.patient_ids) for split, arrays in self.arrays.items()},
+        )
+
+    def _raw_split(self, split: str):
+        ids = self.cohort.split_ids(split)
+        visits = self.cohort.visits[self.cohort.visits["patient_id"].isin(ids)]
+        values, times, lengths = pad_visits(visits, ids, self.features.dynamic_names)
+        patients = self.cohort.patients.set_index("patient_id").loc[ids]
+        static = patients[self.features.static_names].to_numpy(dtype=np.float32)
+        return ids, values, times, lengths, static
+
+    @property
+    def features(self) -> FeatureTable:
+        """The dataset's feature table (static then dynamic order everywhere)."""
+        if self.cohort is None:
+            raise RuntimeError("call setup() first")
+        return self.cohort.features
+
+    def records(self, split: str) -> list[PatientRecord]:
+        """Patients of ``split`` for prompting: raw units, LOCF only."""
+        self.setup()
+        arrays = self.arrays[split]
+        filled = locf(arrays.raw)
+        names = self.features.static_names
+        return [
+            PatientRecord(
+                patient_id=pid,
+                label=int(arrays.labels[row]),
+                static=dict(zip(names, arrays.static_raw[row].tolist(), strict=True)),
+                times=arrays.time_labels[row],
+                values=filled[row, : arrays.lengths[row]],
+            )
+            for row, pid in enumerate(arrays.patient_ids)
+        ]
+
+    def prompts(self, split: str, task_cfg: DictConfig, prompt_cfg: DictConfig) -> list[ChatPrompt]:
+        """One chat prompt per patient of ``split``."""
+        return [
+            build_prompt(record, self.features, self.dataset_cfg, task_cfg, prompt_cfg)
+            for record in self.records(split)
+        ]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(
+            EHRTensorDataset(self.arrays[split]),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,1 @@
+"""Small shared helpers (entry-point plumbing, hashing, logging)."""

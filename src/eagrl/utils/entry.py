@@ -1,0 +1,56 @@
+"""Plumbing shared by every ``eagrl-<stage>`` entry point: config location, one-line user errors, loggers."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+
+from eagrl.errors import EAGRLError
+
+log = logging.getLogger(__name__)
+
+#: the top-level ``conf/`` folder of this checkout; ``EAGRL_CONFIG_DIR`` points elsewhere.
+CONFIG_DIR = os.environ.get("EAGRL_CONFIG_DIR", str(Path(__file__).resolve().parents[3] / "conf"))
+#: exit status of a run stopped by a user-fixable error
+USER_ERROR_EXIT = 2
+
+
+def user_errors(stage: str) -> Callable:
+    """Decorate a Hydra task: an :class:`EAGRLError` ends the run with one line on stderr and exit 2."""
+
+    def decorate(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
+        @functools.wraps(task)
+        def wrapper(cfg: DictConfig):
+            try:
+                return task(cfg)
+            except EAGRLError as error:
+                log.error("%s", error)
+                print(f"eagrl-{stage}: error: {error}", file=sys.stderr, flush=True)
+                sys.exit(USER_ERROR_EXIT)
+
+        return wrapper
+
+    return decorate
+
+
+def build_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
+    """Instantiate every logger under the ``logger`` group (none for ``logger=none``)."""
+    if not logger_cfg:
+        return []
+    return [instantiate(entry) for entry in logger_cfg.values() if entry and "_target_" in entry]
+
+
+def close_loggers(loggers: list[Logger], status: str) -> None:
+    """Finalise loggers; a wandb run is finished so multirun jobs stay separate runs."""
+    for logger in loggers:
+        logger.finalize(status)
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()

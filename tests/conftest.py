@@ -1,0 +1,78 @@
+"""Shared fixtures: the real config tree composed with Hydra, and real cohorts built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from eagrl.utils.entry import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+#: real data beside the checkout (CI: ../shared/data); EAGRL_RAW_SOURCE points elsewhere
+RAW_SOURCE = os.environ.get("EAGRL_RAW_SOURCE", str(REPO.parent / "shared" / "data"))
+
+
+def compose_config(config_name: str, overrides: list[str], tmp_dir: Path) -> DictConfig:
+    """Compose a real entry config with run paths redirected into ``tmp_dir``."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(
+            config_name,
+            overrides=[
+                f"paths.raw_source={RAW_SOURCE}",
+                f"paths.data_dir={tmp_dir / 'data'}",
+                f"paths.log_dir={tmp_dir / 'logs'}",
+                f"paths.output_dir={tmp_dir / 'run'}",
+                *overrides,
+            ],
+        )
+
+
+def run_cli(stage: str, overrides: list[str], tmp_dir: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``eagrl-<stage>`` in a subprocess with outputs under ``tmp_dir``."""
+    command = [
+        sys.executable,
+        "-m",
+        f"eagrl.cli.{stage}",
+        f"paths.data_dir={tmp_dir / 'data'}",
+        f"paths.log_dir={tmp_dir / 'logs'}",
+        f"hydra.run.dir={tmp_dir / 'run'}",
+        *overrides,
+    ]
+    env = {**os.environ, "EAGRL_RAW_SOURCE": kwargs.pop("raw_source", RAW_SOURCE), "WANDB_SILENT": "true"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_dir, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """One data cache shared by the session's tests (processing each dataset once)."""
+    return tmp_path_factory.mktemp("shared")
+
+
+def _datamodule(name: str, data_root: Path):
+    from eagrl.data.datamodule import EHRDataModule
+
+    cfg = compose_config("data", [f"dataset={name}"], data_root)
+    datamodule = EHRDataModule(
+        dataset=cfg.dataset, task=cfg.task.name, raw_source=RAW_SOURCE, data_dir=str(data_root / "data")
+    )
+    datamodule.prepare_data()
+    datamodule.setup()
+    return datamodule
+
+
+@pytest.fixture(scope="session")
+def tjh(data_root):
+    """The real TJH cohort through the EHRDataModule."""
+    return _datamodule("tjh", data_root)
+
+
+@pytest.fixture(scope="session")
+def physionet(data_root):
+    """The real PhysioNet 2012 A+B cohort through the EHRDataModule."""
+    return _datamodule("physionet2012", data_root)

@@ -1,0 +1,111 @@
+"""EHR-as-text: every feature once, seeded shuffles that move exactly round(p * F) lines, the token budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from eagrl.data.prompt import build_prompt, shuffle_lines
+from eagrl.errors import ConfigError
+from tests.conftest import compose_config
+
+
+@pytest.fixture(scope="module")
+def cfg(data_root):
+    return compose_config("data", ["dataset=tjh"], data_root)
+
+
+def prompt_cfg(cfg, **changes):
+    return OmegaConf.merge(cfg.prompt, changes)
+
+
+def feature_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("- ")]
+
+
+@pytest.mark.parametrize("style", ["vanilla", "think_answer", "pqd"])
+@pytest.mark.parametrize("omit_unobserved", [False, True])
+def test_every_feature_appears_exactly_once(tjh, data_root, style, omit_unobserved):
+    cfg = compose_config(
+        "data", ["dataset=tjh", f"prompt={style}", f"prompt.omit_unobserved={omit_unobserved}"], data_root
+    )
+    for prompt in tjh.prompts("test", cfg.task, cfg.prompt):
+        lines = feature_lines(prompt.user)
+        for name in tjh.features.dynamic_names:
+            in_lines = sum(line.startswith(f"- {name} (") for line in lines)
+            in_summary = (
+                prompt.user.count(f"; {name};")
+                + prompt.user.count(f": {name};")
+                + prompt.user.count(f"; {name}.")
+                + prompt.user.count(f": {name}.")
+            )
+            assert in_lines + in_summary == 1, (prompt.feature_order, name)
+        demographics = next(line for line in prompt.user.splitlines() if line.startswith("Demographics:"))
+        for name in tjh.features.static_names:
+            assert demographics.count(f"{name}: ") == 1
+        assert "<Final answer>" in prompt.user
+
+
+def test_feature_line_format(tjh, cfg):
+    prompt = build_prompt(tjh.records("test")[0], tjh.features, tjh.dataset_cfg, cfg.task, cfg.prompt)
+    line = next(line for line in feature_lines(prompt.user) if line.startswith("- Hemoglobin ("))
+    assert line.startswith("- Hemoglobin (Unit: g/L; Reference range: 130-175): [")
+    assert line.endswith("]") and line.count(",") == len(tjh.records("test")[0].times) - 1
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.4, 0.6, 1.0])
+def test_shuffle_moves_round_p_times_f_lines_reproducibly(tjh, cfg, fraction):
+    records = tjh.records("test")[:20]
+    base = [build_prompt(r, tjh.features, tjh.dataset_cfg, cfg.task, cfg.prompt) for r in records]
+    shuffled_cfg = prompt_cfg(cfg, shuffle_fraction=fraction, shuffle_seed=3)
+    for record, original in zip(records, base, strict=True):
+        shuffled = build_prompt(record, tjh.features, tjh.dataset_cfg, cfg.task, shuffled_cfg)
+        again = build_prompt(record, tjh.features, tjh.dataset_cfg, cfg.task, shuffled_cfg)
+        assert shuffled.user == again.user
+        before, after = feature_lines(original.user), feature_lines(shuffled.user)
+        assert sorted(before) == sorted(after)
+        moved = sum(a != b for a, b in zip(before, after, strict=True))
+        assert moved == round(fraction * len(before))
+    other_seed = prompt_cfg(cfg, shuffle_fraction=fraction, shuffle_seed=4)
+    differs = [
+        build_prompt(r, tjh.features, tjh.dataset_cfg, cfg.task, other_seed).user
+        != build_prompt(r, tjh.features, tjh.dataset_cfg, cfg.task, shuffled_cfg).user
+        for r in records
+    ]
+    assert any(differs)
+
+
+@given(st.integers(0, 40), st.floats(0, 1), st.integers(0, 2**32 - 1))
+def test_shuffle_lines_counts(count, fraction, seed):
+    lines = [f"line {i}" for i in range(count)]
+    result = shuffle_lines(lines, fraction, np.random.default_rng(seed))
+    moved = sum(a != b for a, b in zip(lines, result, strict=True))
+    expected = round(fraction * count)
+    assert sorted(result) == sorted(lines) and moved == (expected if expected >= 2 else 0)
+
+
+def test_token_budget(tjh, cfg):
+    record = max(tjh.records("test"), key=lambda r: len(r.times))
+    budget = prompt_cfg(cfg, max_visits=2, features=["Hemoglobin", "Lactate dehydrogenase"], significant_digits=2)
+    prompt = build_prompt(record, tjh.features, tjh.dataset_cfg, cfg.task, budget)
+    lines = feature_lines(prompt.user)
+    assert [line.split(" (")[0] for line in lines] == ["- Hemoglobin", "- Lactate dehydrogenase"]
+    assert all(line.count(",") == 1 for line in lines)
+    full = build_prompt(record, tjh.features, tjh.dataset_cfg, cfg.task, cfg.prompt)
+    assert len(prompt.user) < len(full.user) / 3
+
+
+def test_unknown_feature_is_a_clear_error(tjh, cfg):
+    with pytest.raises(ConfigError, match=r"unknown feature 'Hemoglobn'.*'Hemoglobin'"):
+        build_prompt(
+            tjh.records("test")[0], tjh.features, tjh.dataset_cfg, cfg.task, prompt_cfg(cfg, features=["Hemoglobn"])
+        )
+
+
+def test_alias_index_maps_raw_columns_and_abbreviations(tjh):
+    index = tjh.features.alias_index()
+    assert index["hb"] == "Hemoglobin"
+    assert index["hypersensitive cardiac troponini"] == "Hypersensitive cardiac troponin I"

@@ -1,0 +1,54 @@
+"""Every option of every config group composes with the entry config, and every field is commented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from eagrl.utils.entry import CONFIG_DIR
+from tests.conftest import compose_config
+
+GROUPS = {
+    group.name: sorted(path.stem for path in group.glob("*.yaml") if not path.stem.startswith("_"))
+    for group in Path(CONFIG_DIR).iterdir()
+    if group.is_dir() and group.name != "hydra"
+}
+IN_DATA_DEFAULTS = {"paths", "dataset", "task", "prompt", "datamodule", "logger", "experiment", "debug"}
+
+
+@pytest.mark.parametrize(
+    ("group", "option"), [(group, option) for group, options in GROUPS.items() for option in options]
+)
+def test_every_option_composes(group, option, tmp_path):
+    prefix = "" if group in IN_DATA_DEFAULTS else "+"
+    cfg = compose_config("data", [f"{prefix}{group}={option}"], tmp_path)
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_every_yaml_field_has_a_comment_above_it():
+    """DESIGN.md: a comment above every config field (lists' items and nested blocks' parents included)."""
+    missing = []
+    for path in Path(CONFIG_DIR).rglob("*.yaml"):
+        if path.parent.name == "hydra":
+            continue
+        lines = path.read_text().splitlines()
+        block_indent = None  # inside a `key: |` block scalar: its text is not a field
+        for number, line in enumerate(lines):
+            stripped = line.strip()
+            indent = len(line) - len(line.lstrip())
+            if block_indent is not None and (not stripped or indent > block_indent):
+                continue
+            block_indent = None
+            if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+                continue
+            key, _, value = stripped.partition(":")
+            if value.strip() in ("|", ">"):
+                block_indent = indent
+            if key in ("defaults", "_target_", "_recursive_", "_partial_"):
+                continue
+            previous = lines[number - 1].strip() if number else ""
+            if not previous.startswith("#"):
+                missing.append(f"{path.relative_to(CONFIG_DIR)}:{number + 1} {key}")
+    assert not missing, missing
