@@ -27,6 +27,13 @@ def test_every_option_composes(group, option, tmp_path):
     OmegaConf.to_container(cfg, resolve=True)
 
 
+@pytest.mark.parametrize("entry", sorted(path.stem for path in Path(CONFIG_DIR).glob("*.yaml")))
+def test_every_entry_config_composes(entry, tmp_path):
+    cfg = compose_config(entry, [], tmp_path)
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.stage == entry
+
+
 def test_every_yaml_field_has_a_comment_above_it():
     """DESIGN.md: a comment above every config field (lists' items and nested blocks' parents included)."""
     missing = []

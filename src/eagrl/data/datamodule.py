@@ -197,7 +197,8 @@ class EHRDataModule(L.LightningDataModule):
             for record in self.records(split)
         ]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """Batches of ``split`` (see :class:`EHRTensorDataset` for the keys)."""
         self.setup()
         return DataLoader(
             EHRTensorDataset(self.arrays[split]),
@@ -208,10 +209,10 @@ class EHRDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self.dataloader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self.dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self.dataloader("test")

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
@@ -39,6 +40,23 @@ def user_errors(stage: str) -> Callable:
         return wrapper
 
     return decorate
+
+
+def configure_threads(num_threads: int | None) -> int:
+    """Set torch's CPU threads: ``num_threads``, or the cores divided among a parallel sweep's jobs.
+
+    Returns the thread count in use.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not num_threads and HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        jobs = hydra_cfg.launcher.get("n_jobs") if hydra_cfg.mode.name == "MULTIRUN" else None
+        if jobs and jobs > 0:
+            num_threads = max(1, (os.cpu_count() or 1) // jobs)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    return torch.get_num_threads()
 
 
 def build_loggers(logger_cfg: DictConfig | None) -> list[Logger]:

@@ -1,0 +1,199 @@
+"""``eagrl-expert``: train an expert EHR model, test it with bootstrap, export per-patient salient features.
+
+    eagrl-expert expert=concare dataset=tjh
+    eagrl-expert -m expert=concare,adacare,retain,stagenet,gru,lstm,transformer \
+        dataset=tjh,physionet2012 seed=0,1,2
+    eagrl-aggregate logs/expert/multiruns/<datetime>
+
+Artifacts go to ``<paths.artifact_dir>/expert/<dataset>/<task>/<expert>/seed<seed>-<config hash>/``:
+``checkpoints/{best,last}.ckpt``, ``importance.parquet`` (per patient: split, label, probability, importance
+over the S + F features, ranking, top-k set C_exp) and ``metrics.json``. A rerun of a finished config only
+reports; a killed run resumes from ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from eagrl.utils.artifacts import config_hash, write_json
+from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, user_errors
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class EpochTimer(Callback):
+    """Wall time of every training epoch (seconds), kept in checkpoints so a resumed run keeps its history."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seconds = list(state_dict["seconds"])
+
+
+def artifact_dir(cfg: DictConfig) -> Path:
+    """Where this config's expert artifacts live."""
+    root = Path(cfg.paths.artifact_dir).expanduser().resolve()
+    return root / "expert" / cfg.dataset.name / cfg.task.name / cfg.expert.name / f"seed{cfg.seed}-{config_hash(cfg)}"
+
+
+def export_importance(module, datamodule, cfg: DictConfig) -> pd.DataFrame:
+    """Probabilities and feature importance for every patient of every split."""
+    from eagrl.experts.importance import feature_importance, top_k_features
+
+    names = datamodule.features.static_names + datamodule.features.dynamic_names
+    module.eval()
+    frames = []
+    for split in SPLITS:
+        loader = datamodule.dataloader(split)
+        probabilities, importances = [], []
+        for batch in loader:
+            with torch.no_grad():
+                probabilities.append(torch.sigmoid(module(batch)).numpy())
+            importances.append(
+                feature_importance(module.net, batch, cfg.expert.importance, cfg.expert.ig_steps).numpy()
+            )
+        importance = np.concatenate(importances)
+        arrays = datamodule.arrays[split]
+        ranking = top_k_features(importance, names, len(names))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "patient_id": arrays.patient_ids,
+                    "split": split,
+                    "label": arrays.labels,
+                    "probability": np.concatenate(probabilities),
+                    "importance": list(importance),
+                    "ranking": ranking,
+                    "top_k": [row[: cfg.expert.top_k] for row in ranking],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+@user_errors("expert")
+def run(cfg: DictConfig) -> dict:
+    """Train (or resume), test with bootstrap, export importance; return the metrics."""
+    from eagrl.evaluation.metrics import bootstrap_metrics
+    from eagrl.experts.module import ExpertModule
+
+    configure_threads(cfg.num_threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    target = artifact_dir(cfg)
+    metrics_path = target / "metrics.json"
+    if metrics_path.is_file() and not cfg.overwrite:
+        log.info("expert already trained: %s (overwrite=true retrains)", target)
+        metrics = json.loads(metrics_path.read_text())
+        _finish(metrics, target, cfg)
+        return metrics
+
+    datamodule = instantiate(cfg.datamodule)
+    datamodule.prepare_data()
+    datamodule.setup()
+    features = datamodule.features
+    module = ExpertModule(
+        name=cfg.expert.name,
+        n_dynamic=len(features.dynamic),
+        n_static=len(features.static),
+        params=OmegaConf.to_container(cfg.expert.params),
+        lr=cfg.expert.lr,
+        weight_decay=cfg.expert.weight_decay,
+    )
+    checkpoints = target / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    timer = EpochTimer()
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            filename="best",
+            monitor=cfg.train.monitor,
+            mode="max",
+            save_last=True,
+            enable_version_counter=False,
+        ),
+        EarlyStopping(monitor=cfg.train.monitor, mode="max", patience=cfg.train.patience),
+        timer,
+    ]
+    loggers = build_loggers(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    status = "failed"
+    try:
+        resume = last if last.is_file() else None
+        if resume:
+            log.info("resuming from %s", resume)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        best = checkpoints / "best.ckpt"
+        module = ExpertModule.load_from_checkpoint(best, weights_only=False) if best.is_file() else module
+        importance = export_importance(module, datamodule, cfg)
+        test = importance[importance["split"] == "test"]
+        metrics = {
+            "dataset": cfg.dataset.name,
+            "task": cfg.task.name,
+            "expert": cfg.expert.name,
+            "seed": cfg.seed,
+            "test": bootstrap_metrics(
+                test["label"].to_numpy(), test["probability"].to_numpy(), cfg.evaluation.resamples, cfg.evaluation.seed
+            ),
+            "best_val": float(trainer.checkpoint_callback.best_model_score or float("nan")),
+            "epochs": trainer.current_epoch,
+            "resumed": resume is not None,
+            "seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else float("nan"),
+            "parameters": sum(p.numel() for p in module.parameters()),
+            "importance_method": cfg.expert.importance,
+            "top_k": cfg.expert.top_k,
+            "artifact_dir": str(target),
+        }
+        importance.to_parquet(target / "importance.parquet", index=False)
+        write_json(metrics_path, metrics)
+        status = "success"
+    finally:
+        close_loggers(loggers, status)
+    _finish(metrics, target, cfg)
+    return metrics
+
+
+def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:
+    """Print the result and copy the metrics into the run directory (where the aggregator looks)."""
+    write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    test = metrics["test"]
+    print(
+        f"{metrics['expert']} on {metrics['dataset']}/{metrics['task']} seed {metrics['seed']}: "
+        f"test AUROC {100 * test['auroc']['mean']:.1f} ± {100 * test['auroc']['std']:.1f}, "
+        f"AUPRC {100 * test['auprc']['mean']:.1f} ± {100 * test['auprc']['std']:.1f} "
+        f"({metrics['epochs']} epochs, {metrics['seconds_per_epoch']:.2f} s/epoch) -> {target}",
+        flush=True,
+    )
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="expert", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Console script ``eagrl-expert``; returns the test AUROC (for sweepers)."""
+    return run(cfg)["test"]["auroc"]["mean"]
+
+
+if __name__ == "__main__":
+    main()

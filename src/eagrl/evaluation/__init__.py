@@ -1,0 +1,1 @@
+"""Evaluation: bootstrap metrics and the aggregation of runs into tables."""

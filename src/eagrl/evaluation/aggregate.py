@@ -1,0 +1,131 @@
+"""``eagrl-aggregate``: turn a multirun directory into a markdown table (and optionally BENCHMARKS.md).
+
+    eagrl-aggregate logs/expert/multiruns/2026-11-22_10-00-00
+    eagrl-aggregate logs/expert/multiruns/<datetime> --benchmarks BENCHMARKS.md --section experts \
+        --command "eagrl-expert -m ..."
+
+Each job folder holds ``metrics.json`` when it finished; a job folder without it is reported as failed,
+with its overrides. Rows group jobs by dataset, task and model; AUROC / AUPRC are ×100, mean ± std over
+seeds of each seed's bootstrap mean, with the mean bootstrap std beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+GROUP_KEYS = ("dataset", "task", "expert")
+
+
+def collect(multirun_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Finished jobs' metrics as rows, and the overrides of every job that did not finish."""
+    rows, failed = [], []
+    for job in sorted(path for path in multirun_dir.iterdir() if (path / ".hydra").is_dir()):
+        metrics_path = job / "metrics.json"
+        if not metrics_path.is_file():
+            overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+            failed.append(f"job {job.name}: {' '.join(overrides)}")
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        row = {key: metrics[key] for key in (*GROUP_KEYS, "seed", "epochs", "seconds_per_epoch", "parameters")}
+        for name in ("auroc", "auprc"):
+            row[name] = 100 * metrics["test"][name]["mean"]
+            row[f"{name}_boot_std"] = 100 * metrics["test"][name]["std"]
+        rows.append(row)
+    return pd.DataFrame(rows), failed
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, task, expert): metrics mean ± std over seeds, seconds per epoch, seeds."""
+    grouped = frame.groupby(list(GROUP_KEYS), sort=True)
+    table = pd.DataFrame(
+        {
+            "AUROC": grouped["auroc"].agg(_mean_std) + grouped["auroc_boot_std"].mean().map(" (boot ± {:.1f})".format),
+            "AUPRC": grouped["auprc"].agg(_mean_std) + grouped["auprc_boot_std"].mean().map(" (boot ± {:.1f})".format),
+            "s/epoch (CPU)": grouped["seconds_per_epoch"].mean().map("{:.2f}".format),
+            "epochs": grouped["epochs"].mean().map("{:.0f}".format),
+            "parameters": grouped["parameters"].first(),
+            "seeds": grouped.size(),
+        }
+    )
+    return table.reset_index()
+
+
+def _mean_std(values: pd.Series) -> str:
+    std = values.std(ddof=0) if len(values) > 1 else 0.0
+    return f"{values.mean():.1f} ± {std:.1f}"
+
+
+def machine() -> str:
+    """CPU model and core count of this machine."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def commit() -> str:
+    """Short hash of the checked-out commit (``unknown`` outside git)."""
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "unknown"
+
+
+def render(multirun_dir: Path, command: str | None) -> str:
+    """The markdown section for one multirun."""
+    frame, failed = collect(multirun_dir)
+    lines = [
+        f"Command: `{command or '(see ' + str(multirun_dir / 'multirun.yaml') + ')'}`  ",
+        f"Machine: {machine()}; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; {len(frame)} jobs finished, "
+        f"{len(failed)} failed.",
+        "",
+    ]
+    lines.append(summarise(frame).to_markdown(index=False) if len(frame) else "(no finished job)")
+    if failed:
+        lines += ["", "Failed jobs:", *(f"- {entry}" for entry in failed)]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str, content: str) -> None:
+    """Replace (or append) the block between ``<!-- section:begin -->`` and ``<!-- section:end -->``."""
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    block = f"{begin}\n{content}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + f"\n\n{block}\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``eagrl-aggregate``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("multirun_dir", type=Path, help="a logs/<stage>/multiruns/<datetime> folder")
+    parser.add_argument("--benchmarks", type=Path, help="write the table into this markdown file")
+    parser.add_argument("--section", default="experts", help="marker name of the block in --benchmarks")
+    parser.add_argument("--command", help="the command that produced the multirun (recorded with the table)")
+    args = parser.parse_args(argv)
+    if not args.multirun_dir.is_dir():
+        print(f"eagrl-aggregate: error: {args.multirun_dir} is not a directory", file=sys.stderr)
+        sys.exit(2)
+    content = render(args.multirun_dir, args.command)
+    print(content)
+    if args.benchmarks:
+        write_section(args.benchmarks, args.section, content)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Patient-level AUROC / AUPRC with seeded bootstrap resampling of the test set (METHOD §1).
+
+summary = bootstrap_metrics(labels, probabilities, resamples=100, seed=42)
+summary["auroc"]["mean"], summary["auroc"]["std"]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision
+
+METRICS = {"auroc": binary_auroc, "auprc": binary_average_precision}
+
+
+def point_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """AUROC and AUPRC of (n,) 0/1 labels against (n,) probabilities; NaN when only one class is present."""
+    if len(np.unique(labels)) < 2:
+        return dict.fromkeys(METRICS, float("nan"))
+    target = torch.tensor(np.asarray(labels), dtype=torch.long)
+    preds = torch.tensor(np.asarray(probabilities), dtype=torch.float32)
+    return {name: float(metric(preds, target)) for name, metric in METRICS.items()}
+
+
+def bootstrap_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, resamples: int = 100, seed: int = 42
+) -> dict[str, dict[str, float]]:
+    """Mean and std of each metric over ``resamples`` resamples (with replacement) of the patients.
+
+    A resample that draws a single class has no AUROC; it is redrawn (the count is returned as
+    ``redrawn``) so exactly ``resamples`` values enter the mean.
+
+    Args:
+        labels: (n,) 0/1 outcomes.
+        probabilities: (n,) predicted probabilities.
+        resamples: number of bootstrap resamples.
+        seed: seed of the resampling.
+
+    Returns:
+        ``{"auroc": {"mean", "std"}, "auprc": {...}, "point": {...}, "redrawn": int, "n": int}``.
+    """
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    values = {name: [] for name in METRICS}
+    redrawn = 0
+    if len(np.unique(labels)) < 2:
+        raise ValueError("bootstrap metrics need both classes in the evaluated split")
+    while len(values["auroc"]) < resamples:
+        index = rng.integers(0, len(labels), len(labels))
+        sample = point_metrics(labels[index], probabilities[index])
+        if np.isnan(sample["auroc"]):
+            redrawn += 1
+            continue
+        for name, value in sample.items():
+            values[name].append(value)
+    summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v))} for name, v in values.items()}
+    return summary | {"point": point_metrics(labels, probabilities), "redrawn": redrawn, "n": len(labels)}

@@ -1,0 +1,70 @@
+"""``eagrl-expert`` end to end on real TJH: artifacts, skip when complete, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from tests.conftest import RAW_SOURCE
+
+SMALL = ["expert=gru", "dataset=tjh", "expert.params.hidden_dim=8", "logger=none", "num_threads=1"]
+
+
+def expert_command(tmp_path, *overrides: str) -> list[str]:
+    return [
+        sys.executable, "-m", "eagrl.cli.expert",
+        f"paths.data_dir={tmp_path / 'data'}", f"paths.artifact_dir={tmp_path / 'artifacts'}",
+        f"paths.log_dir={tmp_path / 'logs'}", f"paths.raw_source={RAW_SOURCE}",
+        *SMALL, *overrides,
+    ]  # fmt: skip
+
+
+def run(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        expert_command(tmp_path, *overrides), capture_output=True, text=True, timeout=900, cwd=tmp_path
+    )
+
+
+@pytest.mark.slow
+def test_trains_tests_and_exports_salient_features(tmp_path):
+    result = run(tmp_path, "trainer.max_epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics_path,) = (tmp_path / "artifacts").rglob("metrics.json")
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["test"]["n"] == 200 and 0 <= metrics["test"]["auroc"]["mean"] <= 1
+    importance = pd.read_parquet(metrics_path.parent / "importance.parquet")
+    assert importance["split"].value_counts().to_dict() == {"test": 200, "train": 96, "val": 14}
+    assert importance["top_k"].map(len).eq(10).all() and importance["ranking"].map(len).eq(75).all()
+    assert "test AUROC" in result.stdout
+
+    again = run(tmp_path, "trainer.max_epochs=3")
+    assert again.returncode == 0 and "already trained" in again.stdout + again.stderr
+    assert json.loads(metrics_path.read_text()) == metrics
+
+
+@pytest.mark.slow
+def test_resumes_after_sigkill(tmp_path):
+    overrides = ("trainer.max_epochs=60", "train.patience=1000")
+    process = subprocess.Popen(
+        expert_command(tmp_path, *overrides), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "artifacts").rglob("last.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    (last,) = (tmp_path / "artifacts").rglob("last.ckpt")
+    assert not list((tmp_path / "artifacts").rglob("metrics.json")), "killed too late to test resuming"
+
+    result = run(tmp_path, *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((last.parent.parent / "metrics.json").read_text())
+    assert metrics["resumed"] is True and metrics["epochs"] == 60
+    assert "resuming from" in result.stdout + result.stderr
