@@ -68,3 +68,9 @@ def test_resumes_after_sigkill(tmp_path):
     metrics = json.loads((last.parent.parent / "metrics.json").read_text())
     assert metrics["resumed"] is True and metrics["epochs"] == 60
     assert "resuming from" in result.stdout + result.stderr
+
+
+def test_bad_expert_params_end_in_one_line(tmp_path):
+    result = run(tmp_path, "expert=transformer", "expert.params.hidden_dim=30")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "eagrl-expert: error: expert.params.hidden_dim=30 is not divisible" in result.stderr

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from eagrl.errors import ConfigError
 from eagrl.experts.base import ExpertNet, last_visit, register_expert
 
 ACTIVATIONS = ("sparsemax", "sigmoid")
@@ -93,7 +94,7 @@ class AdaCare(ExpertNet):
     ):
         super().__init__(n_dynamic, n_static, hidden_dim, dropout)
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r}; choose from {ACTIVATIONS}")
+            raise ConfigError(f"expert.params.activation={activation!r}; choose from {ACTIVATIONS}")
         channels = n_static + n_dynamic
         self.convolutions = nn.ModuleList(
             nn.Conv1d(channels, kernel_num, kernel_size, dilation=dilation) for dilation in dilations

@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from eagrl.errors import ConfigError
+
 EXPERTS: dict[str, type[ExpertNet]] = {}
 
 
@@ -46,6 +48,15 @@ def last_visit(sequence: torch.Tensor, visit_mask: torch.Tensor) -> torch.Tensor
     """
     last = visit_mask.long().sum(dim=1).clamp(min=1) - 1
     return sequence[torch.arange(sequence.shape[0], device=sequence.device), last]
+
+
+def require_divisible(hidden_dim: int, **divisors: int) -> None:
+    """Raise :class:`ConfigError` unless ``hidden_dim`` is a multiple of every named divisor."""
+    for name, divisor in divisors.items():
+        if hidden_dim % divisor:
+            raise ConfigError(
+                f"expert.params.hidden_dim={hidden_dim} is not divisible by expert.params.{name}={divisor}"
+            )
 
 
 class ExpertNet(nn.Module):

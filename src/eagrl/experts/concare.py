@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from eagrl.experts.base import ExpertNet, register_expert
+from eagrl.experts.base import ExpertNet, register_expert, require_divisible
 
 
 class GroupedGRU(nn.Module):
@@ -145,8 +145,7 @@ class ConCare(ExpertNet):
         decov_weight: float = 0.0,
     ):
         super().__init__(n_dynamic, n_static, hidden_dim, dropout)
-        if hidden_dim % num_heads:
-            raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}")
+        require_divisible(hidden_dim, num_heads=num_heads)
         self.decov_weight = decov_weight
         self.aux_loss: torch.Tensor | None = None
         self.feature_grus = GroupedGRU(n_dynamic, hidden_dim)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from eagrl.experts.base import ExpertNet, last_visit, register_expert
+from eagrl.experts.base import ExpertNet, last_visit, register_expert, require_divisible
 
 
 def cumax(logits: torch.Tensor, reverse: bool = False) -> torch.Tensor:
@@ -57,8 +57,7 @@ class StageNet(ExpertNet):
         reduction: int = 6,
     ):
         super().__init__(n_dynamic, n_static, hidden_dim, dropout)
-        if hidden_dim % levels:
-            raise ValueError(f"hidden_dim={hidden_dim} is not divisible by levels={levels}")
+        require_divisible(hidden_dim, levels=levels)
         self.levels, self.conv_size = levels, conv_size
         gate_width = 4 * hidden_dim + 2 * levels
         self.input_kernel = nn.Linear(n_static + n_dynamic + 1, gate_width)

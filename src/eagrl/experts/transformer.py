@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from eagrl.experts.base import ExpertNet, last_visit, register_expert
+from eagrl.experts.base import ExpertNet, last_visit, register_expert, require_divisible
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -47,8 +47,7 @@ class TransformerExpert(ExpertNet):
         num_heads: int = 4,
     ):
         super().__init__(n_dynamic, n_static, hidden_dim, dropout)
-        if hidden_dim % num_heads:
-            raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}")
+        require_divisible(hidden_dim, num_heads=num_heads)
         self.input_projection = nn.Linear(n_static + n_dynamic, hidden_dim)
         layer = nn.TransformerEncoderLayer(
             hidden_dim, num_heads, dim_feedforward=4 * hidden_dim, dropout=dropout, batch_first=True, norm_first=True
