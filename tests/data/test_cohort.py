@@ -79,3 +79,8 @@ def test_rerun_reuses_cache(tjh, data_root):
     assert other != tjh.cohort_dir
     assert json.loads((other / "manifest.json").read_text())["cohort"]["all"]["patients"] < 310
     assert Cohort.load(other).patients["patient_id"].isin(tjh.cohort.patients["patient_id"]).all()
+
+
+def test_prompt_only_settings_do_not_reprocess(tjh, data_root):
+    cfg = compose_config("data", ["dataset=tjh", "dataset.salient_top_k=3", "dataset.context=Other text."], data_root)
+    assert prepare_cohort(cfg.dataset, RAW_SOURCE, data_root / "data") == tjh.cohort_dir

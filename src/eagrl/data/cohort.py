@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 PROCESSING_VERSION = 1
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
+#: dataset config keys that only shape prompts or later stages, not the processed cohort
+NOT_PROCESSING_KEYS = ("context", "time_description", "salient_top_k")
 
 
 @dataclass
@@ -169,10 +171,13 @@ def cohort_table(patients: pd.DataFrame, visits: pd.DataFrame, labels: list[str]
 
 
 def _version_key(dataset_cfg: DictConfig, checksums: dict[str, str], features_text: str) -> str:
+    dataset = OmegaConf.to_container(dataset_cfg, resolve=True)
+    for key in NOT_PROCESSING_KEYS:
+        dataset.pop(key, None)
     payload = json.dumps(
         {
             "processing_version": PROCESSING_VERSION,
-            "dataset": OmegaConf.to_container(dataset_cfg, resolve=True),
+            "dataset": dataset,
             "raw": checksums,
             "features": hashlib.sha256(features_text.encode()).hexdigest(),
         },
