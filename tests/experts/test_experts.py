@@ -9,11 +9,11 @@ import torch
 
 from eagrl.errors import ConfigError
 from eagrl.experts import EXPERTS
+from eagrl.experts.base import net_inputs
 from eagrl.experts.importance import feature_importance
 from eagrl.experts.module import ExpertModule, build_expert
 from tests.experts.synthetic import DRIVER, N_DYNAMIC, N_STATIC, synthetic_batch
 
-INPUTS = ("values", "static", "visit_mask", "times")
 ALL_EXPERTS = ["concare", "adacare", "retain", "stagenet", "gru", "lstm", "transformer"]
 
 
@@ -26,10 +26,10 @@ def test_shapes_and_padding_invariance(name):
     torch.manual_seed(0)
     net = build_expert(name, N_DYNAMIC, N_STATIC, hidden_dim=16, dropout=0.0).eval()
     batch = synthetic_batch(patients=8, steps=6)
-    logits = net(*(batch[key] for key in INPUTS))
+    logits = net(*net_inputs(batch))
     assert logits.shape == (8,) and logits.isfinite().all()
     noisy = dict(batch, values=batch["values"] + 100 * (~batch["visit_mask"]).unsqueeze(-1))
-    torch.testing.assert_close(net(*(noisy[key] for key in INPUTS)), logits)
+    torch.testing.assert_close(net(*net_inputs(noisy)), logits)
 
 
 @functools.cache

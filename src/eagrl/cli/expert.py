@@ -27,11 +27,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from eagrl.data.cohort import SPLITS
 from eagrl.utils.artifacts import config_hash, write_json
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, user_errors
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 class EpochTimer(Callback):

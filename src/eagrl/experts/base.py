@@ -21,6 +21,13 @@ from torch import nn
 from eagrl.errors import ConfigError
 
 EXPERTS: dict[str, type[ExpertNet]] = {}
+#: batch keys an expert's forward takes, in order
+NET_INPUTS = ("values", "static", "visit_mask", "times")
+
+
+def net_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The tensors of an EHRDataModule batch that :meth:`ExpertNet.forward` takes, in order."""
+    return tuple(batch[key] for key in NET_INPUTS)
 
 
 def register_expert(name: str) -> Callable[[type[ExpertNet]], type[ExpertNet]]:

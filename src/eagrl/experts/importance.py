@@ -13,7 +13,7 @@ import torch
 from captum.attr import IntegratedGradients
 
 from eagrl.errors import ConfigError
-from eagrl.experts.base import ExpertNet
+from eagrl.experts.base import ExpertNet, net_inputs
 
 METHODS = ("native", "integrated_gradients", "auto")
 
@@ -53,7 +53,7 @@ def feature_importance(
         scores = integrated_gradients(net, batch, steps)
     else:
         with torch.no_grad():
-            scores = net.native_importance(batch["values"], batch["static"], batch["visit_mask"], batch["times"])
+            scores = net.native_importance(*net_inputs(batch))
     scores = scores.detach().clamp(min=0)
     return scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-12)
 

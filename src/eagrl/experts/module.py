@@ -15,9 +15,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
 from eagrl.errors import ConfigError
-from eagrl.experts.base import EXPERTS, ExpertNet
-
-INPUTS = ("values", "static", "visit_mask", "times")
+from eagrl.experts.base import EXPERTS, ExpertNet, net_inputs
 
 
 def build_expert(name: str, n_dynamic: int, n_static: int, **params: Any) -> ExpertNet:
@@ -51,7 +49,7 @@ class ExpertModule(L.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits (B,)."""
-        return self.net(*(batch[key] for key in INPUTS))
+        return self.net(*net_inputs(batch))
 
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch)
@@ -73,9 +71,6 @@ class ExpertModule(L.LightningModule):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return {"index": batch["index"], "probability": torch.sigmoid(self(batch))}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
