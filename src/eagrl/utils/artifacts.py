@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 VOLATILE_KEYS = (
     "paths", "logger", "hydra", "num_threads", "overwrite", "show_prompt",
     "trainer.default_root_dir", "datamodule.raw_source", "datamodule.data_dir", "datamodule.num_workers",
+    "generation.batch_size",
 )  # fmt: skip
 
 

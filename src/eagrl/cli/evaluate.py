@@ -1,0 +1,236 @@
+"""``eagrl-evaluate``: an LLM answers every patient of a split, then bootstrap AUROC / AUPRC.
+
+    eagrl-evaluate backbone=smollm2_135m prompt=pqd dataset=tjh
+    eagrl-evaluate -m prompt=vanilla,think_answer,pqd
+    eagrl-evaluate adapter=<folder saved by eagrl-sft or eagrl-rl>
+
+Artifacts go to ``<paths.artifact_dir>/evaluate/<dataset>/<task>/<backbone>/<method>/<split>-<config hash>/``:
+``answers.jsonl`` (raw generations, appended per batch: a killed run resumes without redoing answered
+patients), ``predictions.parquet`` (patient id, label, ŷ, parse status, declared features, raw text),
+``metrics.json`` (bootstrap AUROC / AUPRC, parse-failure rate, tokens/s) and ``roc.png`` / ``pr.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import hydra
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from eagrl.errors import ConfigError
+from eagrl.utils.artifacts import config_hash, write_json
+from eagrl.utils.entry import CONFIG_DIR, configure_threads, user_errors
+
+log = logging.getLogger(__name__)
+
+ANSWERS = "answers.jsonl"
+
+
+def method_name(cfg: DictConfig) -> str:
+    """``<prompt style>`` for the base model, ``adapter-<folder name>`` for a trained adapter."""
+    return f"adapter-{Path(cfg.adapter).name}" if cfg.adapter else cfg.prompt.style
+
+
+def artifact_dir(cfg: DictConfig) -> Path:
+    """Where this config's predictions live."""
+    root = Path(cfg.paths.artifact_dir).expanduser().resolve()
+    parts = ("evaluate", cfg.dataset.name, cfg.task.name, cfg.backbone.name, method_name(cfg))
+    return root.joinpath(*parts) / f"{cfg.split}-{config_hash(cfg)}"
+
+
+def read_answers(path: Path) -> dict[str, dict]:
+    """Answers saved by an earlier (possibly killed) run; a torn last line is dropped and logged."""
+    answers: dict[str, dict] = {}
+    if not path.is_file():
+        return answers
+    torn = 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            answers[row["patient_id"]] = row
+        except (json.JSONDecodeError, KeyError, TypeError):
+            torn += 1
+    if torn:
+        log.warning("%s: %d unreadable line(s) skipped (a killed write); those patients are answered again", path, torn)
+    return answers
+
+
+def append_answers(path: Path, rows: list[dict]) -> None:
+    """Append answers and flush them to disk before the next batch starts."""
+    with path.open("a") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def check_context(lengths: list[int], max_new_tokens: int, context: int, split: str) -> None:
+    """Refuse prompts that cannot fit the model's context with the answer budget."""
+    longest = max(lengths)
+    if longest + max_new_tokens > context:
+        raise ConfigError(
+            f"the longest {split} prompt has {longest} tokens; with generation.max_new_tokens={max_new_tokens} it "
+            f"exceeds the backbone's context of {context} tokens: set prompt.max_visits (e.g. 12) or prompt.features"
+        )
+
+
+@user_errors("evaluate")
+def run(cfg: DictConfig) -> dict:
+    """Answer, parse, score and plot; return the metrics."""
+    from eagrl.evaluation.metrics import bootstrap_metrics
+    from eagrl.evaluation.plots import roc_pr_plots
+    from eagrl.policy.backbone import load_adapter, load_backbone
+    from eagrl.policy.engine import GenerationEngine, SamplingConfig
+    from eagrl.policy.parsing import FeatureVocabulary, ParseCounter, parse_answer
+
+    threads = configure_threads(cfg.num_threads)
+    target = artifact_dir(cfg)
+    metrics_path = target / "metrics.json"
+    if metrics_path.is_file() and not cfg.overwrite:
+        log.info("already evaluated: %s (overwrite=true redoes it)", target)
+        metrics = json.loads(metrics_path.read_text())
+        _finish(metrics, target, cfg)
+        return metrics
+    target.mkdir(parents=True, exist_ok=True)
+    if cfg.overwrite:
+        (target / ANSWERS).unlink(missing_ok=True)
+
+    datamodule = instantiate(cfg.datamodule)
+    datamodule.prepare_data()
+    datamodule.setup()
+    records = datamodule.records(cfg.split)
+    prompts = datamodule.prompts(cfg.split, cfg.task, cfg.prompt)
+    if cfg.max_patients:
+        records, prompts = records[: cfg.max_patients], prompts[: cfg.max_patients]
+
+    backbone = load_backbone(cfg.backbone)
+    model = load_adapter(backbone.model, cfg.adapter) if cfg.adapter else backbone.model
+    engine = GenerationEngine(model, backbone.tokenizer, batch_size=cfg.generation.batch_size)
+    prompt_ids = engine.encode_chat([prompt.messages() for prompt in prompts])
+    context = backbone.model.config.max_position_embeddings
+    check_context([len(ids) for ids in prompt_ids], cfg.generation.max_new_tokens, context, cfg.split)
+
+    answers = read_answers(target / ANSWERS)
+    pending = [index for index, record in enumerate(records) if record.patient_id not in answers]
+    if answers:
+        log.info("resuming: %d of %d patients already answered", len(records) - len(pending), len(records))
+    sampling = SamplingConfig(
+        max_new_tokens=cfg.generation.max_new_tokens,
+        temperature=cfg.generation.temperature,
+        top_p=cfg.generation.top_p,
+        top_k=cfg.generation.top_k,
+        stop_strings=tuple(cfg.generation.stop_strings),
+        seed=cfg.seed,
+    )
+
+    def save(batch: list[int], results: list) -> None:
+        rows = [
+            {
+                "patient_id": records[pending[slot]].patient_id,
+                "text": result[0].text,
+                "generated_tokens": len(result[0].token_ids),
+                "prompt_tokens": result[0].prompt_tokens,
+                "finish_reason": result[0].finish_reason,
+            }
+            for slot, result in zip(batch, results, strict=True)
+        ]
+        append_answers(target / ANSWERS, rows)
+        answers.update({row["patient_id"]: row for row in rows})
+
+    started = time.perf_counter()
+    engine.generate(
+        [prompt_ids[index] for index in pending],
+        sampling,
+        keys=[records[index].patient_id for index in pending],
+        on_batch=save,
+    )
+    seconds = time.perf_counter() - started
+
+    vocabulary = FeatureVocabulary(datamodule.features)
+    counter = ParseCounter()
+    rows = []
+    for record in records:
+        answer = answers[record.patient_id]
+        parsed = parse_answer(answer["text"], vocabulary)
+        counter.add(parsed)
+        rows.append(
+            {
+                "patient_id": record.patient_id,
+                "label": record.label,
+                "probability": parsed.probability if parsed.parsed else cfg.parsing.fallback_probability,
+                "parsed_probability": parsed.probability,
+                "parse_status": parsed.status,
+                "features": list(parsed.features),
+                "unknown_features": list(parsed.unknown_features),
+                **answer,
+            }
+        )
+    predictions = pd.DataFrame(rows)
+    predictions.to_parquet(target / "predictions.parquet", index=False)
+    labels, probabilities = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
+    if len(set(labels.tolist())) < 2:
+        raise ConfigError(
+            f"the {len(labels)} evaluated {cfg.split} patients hold one outcome only, so AUROC is undefined; "
+            f"answers are kept in {target / 'predictions.parquet'}; raise max_patients or evaluate another split"
+        )
+    stats = engine.stats
+    metrics = {
+        "dataset": cfg.dataset.name,
+        "task": cfg.task.name,
+        "backbone": cfg.backbone.name,
+        "method": method_name(cfg),
+        "seed": cfg.seed,
+        "split": cfg.split,
+        cfg.split: bootstrap_metrics(labels, probabilities, cfg.evaluation.resamples, cfg.evaluation.seed),
+        "parsing": counter.summary(),
+        "generation": {
+            "patients_answered_this_run": len(pending),
+            "seconds_this_run": seconds,
+            "prompt_tokens": stats.prompt_tokens,
+            "generated_tokens": stats.generated_tokens,
+            "prefill_seconds": stats.prefill_seconds,
+            "decode_seconds": stats.decode_seconds,
+            "generated_tokens_per_second": stats.tokens_per_second,
+            "finish_reasons": stats.finish_reasons,
+            "mean_prompt_tokens": float(predictions["prompt_tokens"].mean()),
+            "mean_generated_tokens": float(predictions["generated_tokens"].mean()),
+            "threads": threads,
+            "dtype": str(backbone.model.dtype),
+        },
+        "artifact_dir": str(target),
+    }
+    roc_pr_plots(labels, probabilities, target, title=f"{metrics['backbone']} {metrics['method']} on {cfg.dataset.name}")
+    write_json(metrics_path, metrics)
+    _finish(metrics, target, cfg)
+    return metrics
+
+
+def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:
+    """Print the result and copy the metrics into the run directory (where the aggregator looks)."""
+    write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    scores = metrics[metrics["split"]]
+    print(
+        f"{metrics['backbone']} {metrics['method']} on {metrics['dataset']}/{metrics['task']} {metrics['split']}: "
+        f"AUROC {100 * scores['auroc']['mean']:.1f} ± {100 * scores['auroc']['std']:.1f}, "
+        f"AUPRC {100 * scores['auprc']['mean']:.1f} ± {100 * scores['auprc']['std']:.1f}, "
+        f"parse failures {100 * metrics['parsing']['parse_failure_rate']:.1f} % "
+        f"({metrics['generation']['seconds_this_run']:.0f} s) -> {target}",
+        flush=True,
+    )
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Console script ``eagrl-evaluate``; returns the AUROC (for sweepers)."""
+    metrics = run(cfg)
+    return metrics[metrics["split"]]["auroc"]["mean"]
+
+
+if __name__ == "__main__":
+    main()
