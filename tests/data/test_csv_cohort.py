@@ -11,7 +11,8 @@ from eagrl.data.cohort import SPLITS, prepare_cohort
 from eagrl.data.csv_cohort import export_csv_cohort
 from eagrl.data.datamodule import EHRDataModule
 from eagrl.errors import ConfigError, DataError
-from tests.conftest import RAW_SOURCE, compose_config
+from tests.cli.test_data_cli import assert_one_line_error
+from tests.conftest import RAW_SOURCE, compose_config, run_cli
 
 #: dataset settings that must match TJH's for the same cohort and prompts
 SHARED_KEYS = ("labels", "split", "time_unit", "time_description", "context", "drop_empty_visits", "min_visits")
@@ -64,6 +65,12 @@ def test_missing_column_names_file_and_column(exported, tmp_path):
     folder = write(tmp_path, exported, labels=exported["labels"].drop(columns="mortality"))
     with pytest.raises(DataError, match=r"labels\.csv: missing column 'mortality'"):
         prepare(tmp_path, folder)
+
+
+def test_missing_column_is_a_one_line_cli_error(exported, tmp_path):
+    folder = write(tmp_path, exported, static=exported["static"].drop(columns="age"))
+    result = run_cli("data", ["dataset=csv", f"dataset.cohort_dir={folder}", "logger=none"], tmp_path)
+    assert_one_line_error(result, "static.csv: missing column 'age'")
 
 
 def test_label_must_be_binary(exported, tmp_path):
