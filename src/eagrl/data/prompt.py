@@ -2,6 +2,7 @@
 
     - Hemoglobin (Unit: g/L; Reference range: 130-175): [120, 118, NaN]
 
+Coded features (``value_labels`` in the metadata, e.g. GCS) show their labels: ``[To Speech, Spontaneously]``.
 Visit times come first, demographics are stated, then the task and the style's answer format
 (``vanilla``, ``think_answer``, ``pqd``). The token budget is config: keep the last ``max_visits``, a
 feature subset, ``significant_digits``, and ``omit_unobserved`` (never-measured features listed once by
