@@ -161,7 +161,8 @@ def meds_steps(
 ) -> tuple[pd.DataFrame, dict[str, int], dict[str, int]]:
     """Mapped events -> one row per (admission, step) with one column per dynamic feature (canonical names).
 
-    Events outside their feature's valid range are dropped or clipped (``outlier_mode``) before averaging.
+    Events within the admission but outside their feature's valid range are dropped or clipped
+    (``outlier_mode``) before the window is cut and steps are averaged.
 
     Returns:
         The visits (``patient_id``, ``time`` = step start in hours since admission, ``time_label``, features),
@@ -178,12 +179,6 @@ def meds_steps(
     events["value"] = events["numeric_value"].astype(float) * events["scale"] + events["offset"]
     events["value"] = events["value"].fillna(_coded_from_text(events, features))
     skipped = {"no numeric or coded value": int(events["value"].isna().sum())}
-    outliers = {}
-    for spec in features.dynamic:
-        rows = events["feature"] == spec.name
-        events.loc[rows, "value"], count = bound_values(events.loc[rows, "value"], spec, outlier_mode)
-        if count:
-            outliers[spec.name] = count
     events = events[events["value"].notna()]
 
     stay = admissions.reindex(events[ADMISSION])
@@ -193,6 +188,13 @@ def meds_steps(
     )
     skipped["outside the admission"] = int((~inside).sum())
     events = events.assign(hours=hours)[inside]
+    outliers = {}
+    for spec in features.dynamic:
+        rows = events["feature"] == spec.name
+        events.loc[rows, "value"], count = bound_values(events.loc[rows, "value"], spec, outlier_mode)
+        if count:
+            outliers[spec.name] = count
+    events = events[events["value"].notna()]
     if window_hours:
         last = events.groupby(ADMISSION)["hours"].transform("max")
         recent = events["hours"] >= last - window_hours
