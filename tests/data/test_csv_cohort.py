@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -113,3 +115,25 @@ def test_empty_cohort(exported, tmp_path):
 def test_cohort_dir_is_required(tmp_path):
     with pytest.raises(ConfigError, match=r"dataset\.raw_files\.events\.source is not set.*dataset\.cohort_dir"):
         prepare_cohort(compose_config("data", ["dataset=csv"], tmp_path).dataset, RAW_SOURCE, tmp_path / "data")
+
+
+def test_non_numeric_bound_in_feature_metadata(exported, tmp_path):
+    metadata = exported["features"].copy()
+    metadata["valid_low"] = ""
+    metadata.loc[5, "valid_low"] = "zero"
+    folder = write(tmp_path, exported, features=metadata)
+    with pytest.raises(
+        DataError, match=r"features\.csv: column 'valid_low' of feature .* is 'zero', expected a number"
+    ):
+        prepare(tmp_path, folder)
+
+
+def test_bounds_in_feature_metadata_drop_outliers(exported, tmp_path, tjh):
+    metadata = exported["features"].copy()
+    metadata["valid_low"], metadata["valid_high"] = "", ""
+    metadata.loc[metadata["name"] == "Hemoglobin", "valid_high"] = "120"
+    directory = prepare(tmp_path, write(tmp_path, exported, features=metadata))
+    visits = pd.read_parquet(directory / "visits.parquet")
+    expected = int((tjh.cohort.visits["Hemoglobin"] > 120).sum())
+    assert json.loads((directory / "manifest.json").read_text())["outliers"]["counts"] == {"Hemoglobin": expected}
+    assert expected > 0 and visits["Hemoglobin"].max() <= 120
