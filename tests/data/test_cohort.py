@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eagrl.data.cohort import SPLITS, Cohort, assign_splits, cohort_table, prepare_cohort
+from eagrl.data.cohort import SPLITS, Cohort, apply_bounds, assign_splits, cohort_table, prepare_cohort
+from eagrl.data.features import FeatureSpec
 from tests.conftest import RAW_SOURCE, compose_config
 
 #: TJH after the protocol (README "Cohorts"): 375 raw -> 361 with a dated record (ClinicRealm's 361 / 166)
@@ -66,6 +67,27 @@ def test_split_is_reproducible_and_seeded():
     other = assign_splits(patients, cfg | {"seed": 7})
     assert first.equals(again) and not first.equals(other)
     assert (first == "test").sum() == 100 and (first == "val").sum() == 25
+
+
+def test_grouped_split_keeps_a_subject_in_one_split_and_samples_train_val():
+    subjects = [str(i // 3) for i in range(600)]  # 200 subjects with 3 admissions each
+    patients = pd.DataFrame({"patient_id": [str(i) for i in range(600)], "subject_id": subjects})
+    patients["y"] = patients["subject_id"].astype(int) % 4 == 0
+    cfg = {"seed": 1, "test_size": 40, "val_size": 20, "stratify_test": True, "stratify_val": True, "label": "y"}
+    split = assign_splits(patients, cfg | {"group": "subject_id", "train_val_size": 100})
+    assert (split.groupby(patients["subject_id"]).nunique(dropna=False) == 1).all()
+    per_subject = split.groupby(patients["subject_id"]).first().value_counts(dropna=False)
+    assert per_subject.to_dict() == {"train": 80, np.nan: 60, "test": 40, "val": 20}
+
+
+def test_bounds_drop_or_clip_and_count():
+    spec = FeatureSpec(column="hr", name="Heart rate", kind="dynamic", valid_low=0.0, valid_high=300.0)
+    frame = pd.DataFrame({"Heart rate": [-5.0, 80.0, np.nan, 999.0]})
+    dropped, counts = apply_bounds(frame, (spec,), "drop")
+    clipped, _ = apply_bounds(frame, (spec,), "clip")
+    assert counts == {"Heart rate": 2} and frame["Heart rate"].iloc[0] == -5.0
+    np.testing.assert_array_equal(dropped["Heart rate"], [np.nan, 80.0, np.nan, np.nan])
+    np.testing.assert_array_equal(clipped["Heart rate"], [0.0, 80.0, np.nan, 300.0])
 
 
 def test_rerun_reuses_cache(tjh, data_root):

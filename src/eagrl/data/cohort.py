@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,8 +26,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from sklearn.model_selection import train_test_split
 
-from eagrl.data.features import FeatureTable, features_path
-from eagrl.data.sources import RawFile, obtain
+from eagrl.data.features import FeatureSpec, FeatureTable, features_path
+from eagrl.data.sources import RawFile, obtain, sha256_of
 from eagrl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 PROCESSING_VERSION = 1
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
+#: ``dataset.outliers``: what happens to values outside a feature's ``valid_low`` / ``valid_high``
+OUTLIER_MODES = ("drop", "clip")
 #: dataset config keys that only shape prompts or later stages, not the processed cohort
 NOT_PROCESSING_KEYS = ("context", "time_description", "salient_top_k")
 
@@ -48,11 +51,14 @@ class RawCohort:
             ``time_label`` (str shown in prompts) and one float column per dynamic feature (canonical name).
         patients: one row per patient: ``patient_id``, one column per static feature, one per label (0/1).
         dropped: reason -> number of patients the loader dropped for it (logged and put in the manifest).
+        outliers: canonical name -> values outside the feature's valid range that the loader already handled
+            (a loader that aggregates raw events bounds them before averaging; see :func:`bound_values`).
     """
 
     visits: pd.DataFrame
     patients: pd.DataFrame
     dropped: dict[str, int] = field(default_factory=dict)
+    outliers: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,10 +107,18 @@ def require_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> None
             raise DataError(f"{path}: missing column {column!r}")
 
 
-def numeric_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> pd.DataFrame:
+def read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` whose failures (missing, corrupt, unparseable file) end in :class:`DataError`."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (OSError, ValueError, pd.errors.ParserError, EOFError) as error:
+        raise DataError(f"{path}: cannot read as CSV ({type(error).__name__}: {error})") from None
+
+
+def numeric_columns(frame: pd.DataFrame, columns: list[str], path: Path, negative_missing: bool = True) -> pd.DataFrame:
     """Columns as float, NaN for blanks; raise :class:`DataError` naming the first non-numeric cell.
 
-    Negative values are missing-value markers in these datasets and become NaN.
+    With ``negative_missing`` (TJH, PhysioNet 2012: negative values are missing-value markers) they become NaN.
     """
     result = {}
     for column in columns:
@@ -115,7 +129,7 @@ def numeric_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> pd.D
             raise DataError(
                 f"{path}: column {column!r} has non-numeric value {frame[column].iloc[row]!r} (data row {row + 1})"
             )
-        result[column] = converted.astype(float).where(converted >= 0)
+        result[column] = converted.astype(float).where(converted >= 0) if negative_missing else converted.astype(float)
     return pd.DataFrame(result, index=frame.index)
 
 
@@ -126,13 +140,20 @@ def assign_splits(patients: pd.DataFrame, split_cfg: Mapping) -> pd.Series:
         patients: one row per patient with the stratification label column.
         split_cfg: ``seed``; ``test_size`` (int count or float fraction of all patients); ``val_size``
             (int count or float fraction of the non-test patients); ``stratify_test`` / ``stratify_val``;
-            ``label`` (column used for stratification).
+            ``label`` (column used for stratification); optional ``group`` (a column, e.g. ``subject_id``
+            when rows are hospital admissions: a group's rows share one split, sizes count groups, a group is
+            positive when any of its rows is); optional ``train_val_size`` (sample this many non-test units
+            for train + val, the rest get no split: MIMIC-IV's 10,000).
 
     Returns:
-        Series of split names aligned with ``patients``.
+        Series of split names aligned with ``patients`` (NaN for rows left out by ``train_val_size``).
     """
-    ids = patients["patient_id"].to_numpy()
-    labels = patients[split_cfg["label"]].to_numpy()
+    label, group = split_cfg["label"], split_cfg.get("group") or "patient_id"
+    if group not in patients.columns:
+        raise ConfigError(f"dataset.split.group: column {group!r} is not in the cohort's patient table")
+    units = patients.groupby(group, sort=False)[label].max()
+    ids, labels = units.index.to_numpy(), units.to_numpy()
+    train_val_size = split_cfg.get("train_val_size")
     try:
         rest, test, rest_y, _ = train_test_split(
             ids,
@@ -141,6 +162,14 @@ def assign_splits(patients: pd.DataFrame, split_cfg: Mapping) -> pd.Series:
             random_state=split_cfg["seed"],
             stratify=labels if split_cfg["stratify_test"] else None,
         )
+        if train_val_size and train_val_size < len(rest):
+            rest, _, rest_y, _ = train_test_split(
+                rest,
+                rest_y,
+                train_size=train_val_size,
+                random_state=split_cfg["seed"],
+                stratify=rest_y if split_cfg["stratify_val"] else None,
+            )
         train, val = train_test_split(
             rest,
             test_size=split_cfg["val_size"],
@@ -149,11 +178,42 @@ def assign_splits(patients: pd.DataFrame, split_cfg: Mapping) -> pd.Series:
         )
     except ValueError as error:
         raise ConfigError(
-            f"cannot split {len(ids)} patients with dataset.split "
+            f"cannot split {len(ids)} {'patients' if group == 'patient_id' else group + ' groups'} with dataset.split "
             f"(test_size={split_cfg['test_size']}, val_size={split_cfg['val_size']}): {error}"
         ) from None
-    names = {pid: "train" for pid in train} | {pid: "val" for pid in val} | {pid: "test" for pid in test}
-    return patients["patient_id"].map(names)
+    names = {key: "train" for key in train} | {key: "val" for key in val} | {key: "test" for key in test}
+    return patients[group].map(names)
+
+
+def bound_values(values: pd.Series, spec: FeatureSpec, mode: str) -> tuple[pd.Series, int]:
+    """One feature's values with those outside its ``valid_low`` / ``valid_high`` handled, and their count.
+
+    Args:
+        values: the feature's values (NaN = missing).
+        spec: the feature (no bounds = nothing to do).
+        mode: ``drop`` (outliers become NaN, i.e. missing) or ``clip`` (set to the nearest bound).
+    """
+    if mode not in OUTLIER_MODES:
+        raise ConfigError(f"dataset.outliers must be one of {', '.join(OUTLIER_MODES)}, got {mode!r}")
+    low = -np.inf if np.isnan(spec.valid_low) else spec.valid_low
+    high = np.inf if np.isnan(spec.valid_high) else spec.valid_high
+    outside = (values < low) | (values > high)
+    clipped = values.clip(low, high)
+    return (clipped.where(~outside) if mode == "drop" else clipped), int(outside.sum())
+
+
+def apply_bounds(frame: pd.DataFrame, specs: tuple[FeatureSpec, ...], mode: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """:func:`bound_values` for every feature column of a wide table (one float column per canonical name).
+
+    Returns:
+        The table (a copy) and canonical name -> number of outliers, for features that had any.
+    """
+    frame, counts = frame.copy(), {}
+    for spec in specs:
+        frame[spec.name], count = bound_values(frame[spec.name], spec, mode)
+        if count:
+            counts[spec.name] = count
+    return frame, counts
 
 
 def cohort_table(patients: pd.DataFrame, visits: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -208,7 +268,8 @@ def prepare_cohort(dataset_cfg: DictConfig, raw_source: str, data_dir: str | Pat
     """Obtain, verify, process and split a dataset; return its cache folder (reused when up to date).
 
     Args:
-        dataset_cfg: the ``dataset`` config group (raw files, loader, filters, split, features file).
+        dataset_cfg: the ``dataset`` config group (raw files, loader, filters, split, features file); a file's
+            own ``source`` overrides ``raw_source``; ``raw_files: null`` when the loader reads its input in place.
         raw_source: folder holding the raw files, or ``"upstream"`` to download them.
         data_dir: root of the local data cache (``paths.data_dir``).
     """
@@ -216,13 +277,20 @@ def prepare_cohort(dataset_cfg: DictConfig, raw_source: str, data_dir: str | Pat
     name = dataset_cfg.name
     raw_files = [
         RawFile(key=key, path=entry.path, sha256=entry.sha256, url=entry.get("url"))
-        for key, entry in dataset_cfg.raw_files.items()
+        for key, entry in (dataset_cfg.raw_files or {}).items()
     ]
     paths = {
-        raw.key: obtain(raw, raw_source, data_dir / "raw", f"dataset.raw_files.{raw.key}", link=dataset_cfg.link_raw)
+        raw.key: obtain(
+            raw,
+            _raw_file_source(dataset_cfg, raw.key, raw_source),
+            data_dir / "raw",
+            f"dataset.raw_files.{raw.key}",
+            link=dataset_cfg.link_raw,
+        )
         for raw in raw_files
     }
-    checksums = {raw.key: raw.sha256 or "unverified" for raw in raw_files}
+    # an unverified file (a user's own cohort) still keys the cache by its content
+    checksums = {raw.key: raw.sha256 or sha256_of(paths[raw.key]) for raw in raw_files}
     features_text = features_path(dataset_cfg.features_file).read_text()
     version = _version_key(dataset_cfg, checksums, features_text)
     directory = data_dir / "processed" / name / version
@@ -234,10 +302,20 @@ def prepare_cohort(dataset_cfg: DictConfig, raw_source: str, data_dir: str | Pat
     load: Callable[..., RawCohort] = instantiate(dataset_cfg.loader, _partial_=True)
     log.info("processing %s from %s", name, ", ".join(str(p) for p in paths.values()))
     raw = load(files=paths, features=features)
+    outlier_mode = dataset_cfg.get("outliers", "drop")
+    raw.visits, dynamic_outliers = apply_bounds(raw.visits, features.dynamic, outlier_mode)
+    raw.patients, static_outliers = apply_bounds(raw.patients, features.static, outlier_mode)
+    outliers = dict(Counter(raw.outliers) + Counter(dynamic_outliers) + Counter(static_outliers))
+    for feature, count in outliers.items():
+        log.info("%s: %d values of %s outside its valid range (%s)", name, count, feature, outlier_mode)
     cohort = filter_cohort(raw, features, dataset_cfg.min_visits, dataset_cfg.drop_empty_visits)
     patients = cohort.patients.copy()
     patients["split"] = assign_splits(patients, dataset_cfg.split)
-    visits = cohort.visits.sort_values(["patient_id", "time"], kind="stable").reset_index(drop=True)
+    if patients["split"].isna().any():
+        cohort.dropped["not sampled for train/val (dataset.split.train_val_size)"] = int(patients["split"].isna().sum())
+        patients = patients[patients["split"].notna()].reset_index(drop=True)
+    visits = cohort.visits[cohort.visits["patient_id"].isin(patients["patient_id"])]
+    visits = visits.sort_values(["patient_id", "time"], kind="stable").reset_index(drop=True)
     visits.insert(1, "visit", visits.groupby("patient_id").cumcount())
     for reason, count in cohort.dropped.items():
         log.info("%s: dropped %d patients (%s)", name, count, reason)
@@ -255,6 +333,7 @@ def prepare_cohort(dataset_cfg: DictConfig, raw_source: str, data_dir: str | Pat
         "labels": labels,
         "time_unit": dataset_cfg.time_unit,
         "dropped": cohort.dropped,
+        "outliers": {"mode": outlier_mode, "counts": outliers},
         "cohort": table.to_dict(orient="index"),
         "splits": {split: patients.loc[patients["split"] == split, "patient_id"].tolist() for split in SPLITS},
         "config": OmegaConf.to_container(dataset_cfg, resolve=True),
@@ -269,6 +348,19 @@ def prepare_cohort(dataset_cfg: DictConfig, raw_source: str, data_dir: str | Pat
     os.replace(staging, directory)
     log.info("wrote %s", directory)
     return directory
+
+
+def _raw_file_source(dataset_cfg: DictConfig, key: str, raw_source: str) -> str:
+    """Where raw file ``key`` comes from: its own ``source`` entry when it has one, else ``paths.raw_source``."""
+    entry = dataset_cfg.raw_files[key]
+    if "source" not in entry:
+        return raw_source
+    if not entry.source:
+        raise ConfigError(
+            f"dataset.raw_files.{key}.source is not set: point it at the folder holding {entry.path}"
+            + (" (dataset.cohort_dir)" if "cohort_dir" in dataset_cfg else "")
+        )
+    return str(entry.source)
 
 
 def _json_default(value):

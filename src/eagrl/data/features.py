@@ -19,6 +19,8 @@ from eagrl.errors import ConfigError, DataError
 
 RESOURCE_PACKAGE = "eagrl.data.resources"
 REQUIRED_COLUMNS = ("column", "name", "kind", "unit", "ref_low", "ref_high", "aliases", "value_labels", "source")
+#: optional columns: physiologically possible bounds; values outside them are outliers (see ``dataset.outliers``)
+BOUND_COLUMNS = ("valid_low", "valid_high")
 
 
 def normalise_name(text: str) -> str:
@@ -39,6 +41,8 @@ class FeatureSpec:
         aliases: other names the feature goes by (abbreviations, the raw column name).
         value_labels: code -> text for coded categorical values (e.g. ``{1: "male"}``).
         source: where the unit and range come from.
+        valid_low, valid_high: physiologically possible bounds (NaN = unbounded on that side); a value outside
+            them is a recording error, dropped or clipped by :func:`eagrl.data.cohort.apply_bounds`.
     """
 
     column: str
@@ -50,10 +54,18 @@ class FeatureSpec:
     aliases: tuple[str, ...] = ()
     value_labels: dict[int, str] = field(default_factory=dict)
     source: str = ""
+    valid_low: float = math.nan
+    valid_high: float = math.nan
+
+    def value_text(self, value: float) -> str | None:
+        """The label of a coded value (``None`` when the feature is not coded or the code has no label)."""
+        return self.value_labels.get(round(value)) if self.value_labels and not math.isnan(value) else None
 
     def reference_range(self) -> str:
-        """Human-readable reference range: ``lo-hi``, ``<hi``, ``>lo`` or ``unknown``."""
-        low, high = (None if math.isnan(x) else f"{x:g}" for x in (self.ref_low, self.ref_high))
+        """Human-readable reference range: ``lo-hi``, ``<hi``, ``>lo``, a coded feature's label(s), or ``unknown``."""
+        low, high = (None if math.isnan(x) else self.value_text(x) or f"{x:g}" for x in (self.ref_low, self.ref_high))
+        if low and low == high:
+            return low
         if low and high:
             return f"{low}-{high}"
         if high:
@@ -61,6 +73,15 @@ class FeatureSpec:
         if low:
             return f">{low}"
         return "unknown"
+
+
+def _number(row, column: str, path: Path) -> float:
+    """A numeric metadata cell (NaN when blank); :class:`DataError` naming the file, column and feature."""
+    text = getattr(row, column)
+    try:
+        return float(text) if text else math.nan
+    except ValueError:
+        raise DataError(f"{path}: column {column!r} of feature {row.name!r} is {text!r}, expected a number") from None
 
 
 def _parse_labels(text: str) -> dict[int, str]:
@@ -123,10 +144,16 @@ class FeatureTable:
     def load(cls, file_name: str) -> FeatureTable:
         """Load a metadata CSV from the package resources (or a path to a user's own CSV)."""
         path = features_path(file_name)
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, ValueError, pd.errors.ParserError) as error:
+            raise DataError(f"{path}: cannot read feature metadata as CSV ({type(error).__name__}: {error})") from None
         missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
         if missing:
             raise DataError(f"{path}: missing column {missing[0]!r} in feature metadata")
+        for column in BOUND_COLUMNS:
+            if column not in frame.columns:
+                frame[column] = ""
         specs = []
         for row in frame.itertuples(index=False):
             if row.kind not in ("static", "dynamic"):
@@ -137,11 +164,13 @@ class FeatureTable:
                     name=row.name,
                     kind=row.kind,
                     unit=row.unit,
-                    ref_low=float(row.ref_low) if row.ref_low else math.nan,
-                    ref_high=float(row.ref_high) if row.ref_high else math.nan,
+                    ref_low=_number(row, "ref_low", path),
+                    ref_high=_number(row, "ref_high", path),
                     aliases=tuple(alias.strip() for alias in row.aliases.split(";") if alias.strip()),
                     value_labels=_parse_labels(row.value_labels),
                     source=row.source,
+                    valid_low=_number(row, "valid_low", path),
+                    valid_high=_number(row, "valid_high", path),
                 )
             )
         return cls(

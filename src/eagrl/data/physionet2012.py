@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eagrl.data.cohort import RawCohort, numeric_columns, require_columns
+from eagrl.data.cohort import RawCohort, numeric_columns, read_csv, require_columns
 from eagrl.data.features import FeatureTable
 from eagrl.errors import DataError
 
@@ -26,13 +26,6 @@ log = logging.getLogger(__name__)
 LONG_COLUMNS = ["RecordID", "Time", "Parameter", "Value"]
 OUTCOME_COLUMNS = ["RecordID", "In-hospital_death"]
 DESCRIPTORS = ("RecordID", "Age", "Gender", "Height", "ICUType", "Weight")
-
-
-def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, **kwargs)
-    except (OSError, ValueError, pd.errors.ParserError, EOFError) as error:
-        raise DataError(f"{path}: cannot read as CSV ({type(error).__name__}: {error})") from None
 
 
 def _minutes(times: pd.Series, path: Path) -> pd.Series:
@@ -59,7 +52,7 @@ def load_physionet2012(
         Visits with ``time`` = bin start in hours since ICU admission; label ``mortality``.
     """
     path = files["timeseries"]
-    long = _read_csv(path, dtype={"RecordID": str, "Time": str, "Parameter": str, "Value": str})
+    long = read_csv(path, dtype={"RecordID": str, "Time": str, "Parameter": str, "Value": str})
     require_columns(long, LONG_COLUMNS, path)
     long["Value"] = numeric_columns(long, ["Value"], path)["Value"]
     long["minutes"] = _minutes(long["Time"], path)
@@ -97,7 +90,7 @@ def load_physionet2012(
     visits.columns.name = None
 
     outcomes = pd.concat(
-        [_read_csv(files[key], dtype={"RecordID": str}) for key in ("outcomes_a", "outcomes_b")], ignore_index=True
+        [read_csv(files[key], dtype={"RecordID": str}) for key in ("outcomes_a", "outcomes_b")], ignore_index=True
     )
     require_columns(outcomes, OUTCOME_COLUMNS, files["outcomes_a"])
     patients = pd.DataFrame({"patient_id": sorted(with_series)})

@@ -2,6 +2,7 @@
 
     - Hemoglobin (Unit: g/L; Reference range: 130-175): [120, 118, NaN]
 
+Coded features (``value_labels`` in the metadata, e.g. GCS) show their labels: ``[To Speech, Spontaneously]``.
 Visit times come first, demographics are stated, then the task and the style's answer format
 (``vanilla``, ``think_answer``, ``pqd``). The token budget is config: keep the last ``max_visits``, a
 feature subset, ``significant_digits``, and ``omit_unobserved`` (never-measured features listed once by
@@ -88,13 +89,17 @@ def _static_text(spec: FeatureSpec, value: float, prompt_cfg: Mapping) -> str:
     if math.isnan(value):
         return f"{spec.name}: unknown"
     if spec.value_labels:
-        return f"{spec.name}: {spec.value_labels.get(round(value), format_number(value, 4, ''))}"
+        return f"{spec.name}: {spec.value_text(value) or format_number(value, 4, '')}"
     unit = f" {spec.unit}" if spec.unit else ""
     return f"{spec.name}: {format_number(value, prompt_cfg['significant_digits'], '')}{unit}"
 
 
 def _feature_line(spec: FeatureSpec, column: np.ndarray, prompt_cfg: Mapping) -> str:
-    values = ", ".join(format_number(v, prompt_cfg["significant_digits"], prompt_cfg["missing_token"]) for v in column)
+    """One feature line; a coded feature (e.g. GCS eye opening) shows its values' labels."""
+    values = ", ".join(
+        spec.value_text(v) or format_number(v, prompt_cfg["significant_digits"], prompt_cfg["missing_token"])
+        for v in column
+    )
     unit = spec.unit or "none"
     return f"- {spec.name} (Unit: {unit}; Reference range: {spec.reference_range()}): [{values}]"
 
