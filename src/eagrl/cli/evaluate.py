@@ -205,7 +205,9 @@ def run(cfg: DictConfig) -> dict:
         },
         "artifact_dir": str(target),
     }
-    roc_pr_plots(labels, probabilities, target, title=f"{metrics['backbone']} {metrics['method']} on {cfg.dataset.name}")
+    roc_pr_plots(
+        labels, probabilities, target, title=f"{metrics['backbone']} {metrics['method']} on {cfg.dataset.name}"
+    )
     write_json(metrics_path, metrics)
     _finish(metrics, target, cfg)
     return metrics

@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import auc, precision_recall_curve, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 
 def roc_pr_plots(labels: np.ndarray, probabilities: np.ndarray, directory: Path, title: str = "") -> list[Path]:

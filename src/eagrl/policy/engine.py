@@ -207,7 +207,9 @@ class GenerationEngine:
         bar = tqdm(total=len(order) * num_samples, desc="generate", unit="seq", disable=not self.progress)
         for start in range(0, len(order), per_batch):
             batch = order[start : start + per_batch]
-            results = self._generate_batch([prompt_ids[i] for i in batch], [keys[i] for i in batch], sampling, num_samples)
+            results = self._generate_batch(
+                [prompt_ids[i] for i in batch], [keys[i] for i in batch], sampling, num_samples
+            )
             for index, result in zip(batch, results, strict=True):
                 answers[index] = result
             bar.update(len(batch) * num_samples)

@@ -1,0 +1,106 @@
+"""The generation engine: same tokens as ``model.generate``, stop strings, seeded sampling, shared prefill."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eagrl.policy.engine import GenerationEngine, SamplingConfig
+from tests.policy.conftest import SCRIPTED_ANSWER, tiny
+
+LENGTHS = (5, 40, 17, 3, 60, 26)
+
+
+def _encode(engine: GenerationEngine, lengths=LENGTHS) -> list[list[int]]:
+    return engine.encode_chat([[{"role": "user", "content": "x" * n}] for n in lengths])
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 16])
+def test_greedy_matches_model_generate(tiny_backbone, batch_size):
+    model, tokenizer = tiny_backbone
+    engine = GenerationEngine(model, tokenizer, batch_size=batch_size, progress=False)
+    prompts = _encode(engine)
+    answers = engine.generate(prompts, SamplingConfig(max_new_tokens=24))
+    for ids, (answer,) in zip(prompts, answers, strict=True):
+        reference = model.generate(
+            torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )[0, len(ids) :].tolist()
+        assert answer.token_ids == [t for t in reference if t != tokenizer.eos_token_id][: len(answer.token_ids)]
+        assert answer.prompt_tokens == len(ids)
+    assert engine.stats.generated_tokens == sum(len(a[0].token_ids) for a in answers)
+
+
+def test_packed_attention_matches_plain_sdpa():
+    """eagrl_sdpa (packed grouped-query decode) gives the logits of transformers' sdpa."""
+    outputs = []
+    for implementation in ("sdpa", "eagrl_sdpa"):
+        model, tokenizer = tiny(implementation)
+        engine = GenerationEngine(model, tokenizer, batch_size=4, progress=False)
+        outputs.append(engine.generate(_encode(engine), SamplingConfig(max_new_tokens=16)))
+    assert [[a.token_ids for a in row] for row in outputs[0]] == [[a.token_ids for a in row] for row in outputs[1]]
+
+
+def test_sampling_is_seeded_per_sequence_not_per_batch(tiny_backbone):
+    model, tokenizer = tiny_backbone
+    sampling = SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=0.9, top_k=40, seed=3)
+    keys = [f"patient-{n}" for n in LENGTHS]
+    runs = []
+    for batch_size in (1, 8):
+        engine = GenerationEngine(model, tokenizer, batch_size=batch_size, progress=False)
+        runs.append(engine.generate(_encode(engine), sampling, num_samples=2, keys=keys))
+    assert [[a.token_ids for a in row] for row in runs[0]] == [[a.token_ids for a in row] for row in runs[1]]
+    # the two samples of a prompt differ (different generators), and another seed changes the draw
+    assert any(row[0].token_ids != row[1].token_ids for row in runs[0])
+    engine = GenerationEngine(model, tokenizer, batch_size=8, progress=False)
+    other = engine.generate(_encode(engine), SamplingConfig(**{**sampling.__dict__, "seed": 4}), 2, keys)
+    assert [[a.token_ids for a in row] for row in other] != [[a.token_ids for a in row] for row in runs[0]]
+
+
+def test_samples_share_one_prefill(tiny_backbone):
+    model, tokenizer = tiny_backbone
+    engine = GenerationEngine(model, tokenizer, batch_size=8, progress=False)
+    prompts = _encode(engine)
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                             with_kwargs=True)  # fmt: skip
+    try:
+        answers = engine.generate(prompts, SamplingConfig(max_new_tokens=4, temperature=1.0), num_samples=4)
+    finally:
+        handle.remove()
+    prefill_calls = [shape for shape in calls if shape[1] > 1]
+    assert len(prefill_calls) == len(prompts)
+    assert all(len(row) == 4 for row in answers)
+    assert engine.stats.prompt_tokens == sum(map(len, prompts))
+
+
+def test_stops_on_stop_string_and_cuts_text(scripted_backbone):
+    model, tokenizer, prompt_ids = scripted_backbone
+    engine = GenerationEngine(model, tokenizer, batch_size=4, progress=False)
+    budget = 200
+    sampling = SamplingConfig(max_new_tokens=budget, stop_strings=("</Final answer>",))
+    [[free]] = engine.generate([prompt_ids], SamplingConfig(max_new_tokens=len(SCRIPTED_ANSWER) + 8))
+    [[answer]] = engine.generate([prompt_ids], sampling)
+    stop_at = SCRIPTED_ANSWER.index("</Final answer>") + len("</Final answer>")
+    assert free.text.startswith(SCRIPTED_ANSWER[:stop_at]), "the tiny model did not learn its script"
+    assert answer.finish_reason == "stop"
+    assert answer.text == SCRIPTED_ANSWER[:stop_at]
+    assert len(answer.token_ids) < budget
+    assert engine.stats.finish_reasons == {"stop": 1}
+
+
+def test_rows_finishing_early_do_not_change_the_others(scripted_backbone, tiny_backbone):
+    """A batch where one row stops at once decodes the other rows exactly as alone."""
+    model, tokenizer, prompt_ids = scripted_backbone
+    engine = GenerationEngine(model, tokenizer, batch_size=8, progress=False)
+    others = _encode(engine, (9, 31))
+    sampling = SamplingConfig(max_new_tokens=30, stop_strings=("<Important",))
+    together = engine.generate([prompt_ids, *others], sampling)
+    alone = [engine.generate([ids], sampling)[0] for ids in others]
+    assert together[0][0].finish_reason == "stop"
+    assert [row[0].token_ids for row in together[1:]] == [row[0].token_ids for row in alone]
+
+
+def test_empty_prompt_is_refused(tiny_backbone):
+    engine = GenerationEngine(*tiny_backbone, progress=False)
+    with pytest.raises(ValueError, match="empty prompt"):
+        engine.generate([[]], SamplingConfig(max_new_tokens=2))
