@@ -26,14 +26,22 @@ def fake_job(root, number, expert, seed, auroc, finished=True):
         (job / "metrics.json").write_text(json.dumps(metrics))
 
 
+def _cells(text: str) -> list[list[str]]:
+    """Cells of every markdown table row."""
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")
+    ]
+
+
 def test_table_with_seeds_and_failures(tmp_path):
     fake_job(tmp_path, 0, "gru", 0, 0.90)
     fake_job(tmp_path, 1, "gru", 1, 0.92)
     fake_job(tmp_path, 2, "retain", 0, 0.80)
     fake_job(tmp_path, 3, "retain", 1, 0.0, finished=False)
     text = render(tmp_path, "eagrl-expert -m ...")
-    assert "| tjh       | mortality | gru      | 91.0 ± 1.0 (boot ± 2.0)" in text
-    assert "| retain   | 80.0 ± 0.0 (boot ± 2.0)" in text
+    rows = {cells[2]: cells for cells in _cells(text)}
+    assert rows["gru"][:4] == ["tjh", "mortality", "gru", "91.0 ± 1.0 (boot ± 2.0)"]
+    assert rows["retain"][3] == "80.0 ± 0.0 (boot ± 2.0)"
     assert "3 jobs finished, 1 failed" in text and "job 3: expert=retain seed=1" in text
 
     benchmarks = tmp_path / "BENCHMARKS.md"
@@ -41,3 +49,23 @@ def test_table_with_seeds_and_failures(tmp_path):
     write_section(benchmarks, "experts", "second")
     content = benchmarks.read_text()
     assert "second" in content and "first" not in content and content.count("experts:begin") == 1
+
+
+def test_llm_jobs_get_parse_and_speed_columns(tmp_path):
+    for number, (method, auroc, failure) in enumerate([("pqd", 0.5, 1.0), ("vanilla", 0.6, 0.25)]):
+        job = tmp_path / str(number)
+        (job / ".hydra").mkdir(parents=True)
+        metric = {"mean": auroc, "std": 0.01}
+        metrics = {
+            "dataset": "tjh", "task": "mortality", "backbone": "smollm2_135m", "method": method, "seed": 0,
+            "split": "test", "test": {"auroc": metric, "auprc": metric},
+            "parsing": {"parse_failure_rate": failure},
+            "generation": {"seconds_this_run": 100.0, "generated_tokens_per_second": 20.0},
+        }  # fmt: skip
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    text = render(tmp_path, "eagrl-evaluate -m prompt=pqd,vanilla")
+    assert "smollm2_135m / vanilla" in text and "parse failures %" in text
+    header, *rows = _cells(text)
+    row = dict(zip(header, next(cells for cells in rows if cells[2].endswith("vanilla")), strict=True))
+    assert row["AUROC"] == "60.0 ± 0.0 (boot ± 1.0)" and row["parse failures %"] == "25.0"
+    assert "s/epoch (CPU)" not in header

@@ -1,12 +1,14 @@
-"""``eagrl-aggregate``: turn a multirun directory into a markdown table (and optionally BENCHMARKS.md).
+"""``eagrl-aggregate``: turn a multirun directory of ``eagrl-expert`` or ``eagrl-evaluate`` jobs into a markdown
+table (and optionally a block of BENCHMARKS.md).
 
     eagrl-aggregate logs/expert/multiruns/2026-11-22_10-00-00
     eagrl-aggregate logs/expert/multiruns/<datetime> --benchmarks BENCHMARKS.md --section experts \
         --command "eagrl-expert -m ..."
 
 Each job folder holds ``metrics.json`` when it finished; a job folder without it is reported as failed,
-with its overrides. Rows group jobs by dataset, task and model; AUROC / AUPRC are ×100, mean ± std over
-seeds of each seed's bootstrap mean, with the mean bootstrap std beside it.
+with its overrides. Rows group jobs by dataset, task and model (an expert, or ``<backbone> / <prompt style or
+adapter>``); AUROC / AUPRC are ×100, mean ± std over seeds of each seed's bootstrap mean, with the mean
+bootstrap std beside it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,32 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-GROUP_KEYS = ("dataset", "task", "expert")
+GROUP_KEYS = ("dataset", "task", "model")
+
+
+def _row(metrics: dict) -> dict:
+    """One table row from an ``eagrl-expert`` or ``eagrl-evaluate`` metrics.json."""
+    is_expert = "expert" in metrics
+    row = {
+        "dataset": metrics["dataset"],
+        "task": metrics["task"],
+        "model": metrics["expert"] if is_expert else f"{metrics['backbone']} / {metrics['method']}",
+        "seed": metrics["seed"],
+    }
+    scores = metrics[metrics.get("split", "test")]
+    for name in ("auroc", "auprc"):
+        row[name] = 100 * scores[name]["mean"]
+        row[f"{name}_boot_std"] = 100 * scores[name]["std"]
+    if is_expert:
+        row |= {key: metrics[key] for key in ("epochs", "seconds_per_epoch", "parameters")}
+    else:
+        generation = metrics["generation"]
+        row |= {
+            "parse_failure": 100 * metrics["parsing"]["parse_failure_rate"],
+            "seconds": generation["seconds_this_run"],
+            "tokens_per_second": generation["generated_tokens_per_second"],
+        }
+    return row
 
 
 def collect(multirun_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -35,29 +62,27 @@ def collect(multirun_dir: Path) -> tuple[pd.DataFrame, list[str]]:
             overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
             failed.append(f"job {job.name}: {' '.join(overrides)}")
             continue
-        metrics = json.loads(metrics_path.read_text())
-        row = {key: metrics[key] for key in (*GROUP_KEYS, "seed", "epochs", "seconds_per_epoch", "parameters")}
-        for name in ("auroc", "auprc"):
-            row[name] = 100 * metrics["test"][name]["mean"]
-            row[f"{name}_boot_std"] = 100 * metrics["test"][name]["std"]
-        rows.append(row)
+        rows.append(_row(json.loads(metrics_path.read_text())))
     return pd.DataFrame(rows), failed
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, task, expert): metrics mean ± std over seeds, seconds per epoch, seeds."""
+    """One row per (dataset, task, model): metrics mean ± std over seeds, cost columns, seeds."""
     grouped = frame.groupby(list(GROUP_KEYS), sort=True)
-    table = pd.DataFrame(
-        {
-            "AUROC": grouped["auroc"].agg(_mean_std) + grouped["auroc_boot_std"].mean().map(" (boot ± {:.1f})".format),
-            "AUPRC": grouped["auprc"].agg(_mean_std) + grouped["auprc_boot_std"].mean().map(" (boot ± {:.1f})".format),
-            "s/epoch (CPU)": grouped["seconds_per_epoch"].mean().map("{:.2f}".format),
-            "epochs": grouped["epochs"].mean().map("{:.0f}".format),
-            "parameters": grouped["parameters"].first(),
-            "seeds": grouped.size(),
-        }
-    )
-    return table.reset_index()
+    columns = {
+        "AUROC": grouped["auroc"].agg(_mean_std) + grouped["auroc_boot_std"].mean().map(" (boot ± {:.1f})".format),
+        "AUPRC": grouped["auprc"].agg(_mean_std) + grouped["auprc_boot_std"].mean().map(" (boot ± {:.1f})".format),
+    }
+    if "seconds_per_epoch" in frame:
+        columns["s/epoch (CPU)"] = grouped["seconds_per_epoch"].mean().map("{:.2f}".format)
+        columns["epochs"] = grouped["epochs"].mean().map("{:.0f}".format)
+        columns["parameters"] = grouped["parameters"].first()
+    if "parse_failure" in frame:
+        columns["parse failures %"] = grouped["parse_failure"].mean().map("{:.1f}".format)
+        columns["wall s (CPU)"] = grouped["seconds"].mean().map("{:.0f}".format)
+        columns["generated tok/s"] = grouped["tokens_per_second"].mean().map("{:.1f}".format)
+    columns["seeds"] = grouped.size()
+    return pd.DataFrame(columns).reset_index()
 
 
 def _mean_std(values: pd.Series) -> str:
@@ -92,7 +117,9 @@ def render(multirun_dir: Path, command: str | None) -> str:
         f"{len(failed)} failed.",
         "",
     ]
-    lines.append(summarise(frame).to_markdown(index=False) if len(frame) else "(no finished job)")
+    lines.append(
+        summarise(frame).to_markdown(index=False, disable_numparse=True) if len(frame) else "(no finished job)"
+    )
     if failed:
         lines += ["", "Failed jobs:", *(f"- {entry}" for entry in failed)]
     return "\n".join(lines)
