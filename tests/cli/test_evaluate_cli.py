@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import run_cli
 
-#: tiny backbone, short answers, a quick look at 24 patients; the TJH prompts are long in bytes
-TINY = ["backbone=tiny_random", "generation.max_new_tokens=6", "generation.batch_size=8", "max_patients=24",
+#: tiny backbone, short answers, the 14 TJH validation patients (6 deaths); the TJH prompts are long in bytes
+TINY = ["backbone=tiny_random", "generation.max_new_tokens=6", "generation.batch_size=8", "split=val",
         "prompt.max_visits=1", "prompt.omit_unobserved=true", "paths.artifact_dir=artifacts"]  # fmt: skip
 
 
@@ -30,13 +30,13 @@ def test_writes_predictions_metrics_and_plots(evaluated):
     tmp, result = evaluated
     folder = _artifact(tmp)
     predictions = pd.read_parquet(folder / "predictions.parquet")
-    assert len(predictions) == 24 and predictions["patient_id"].is_unique
+    assert len(predictions) == 14 and predictions["patient_id"].is_unique
     assert {"label", "probability", "parse_status", "features", "text", "finish_reason"} <= set(predictions.columns)
     # a random model cannot answer in format: every patient falls back to 0.5, counted as a parse failure
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["parsing"]["parse_failure_rate"] == 1.0
     assert (predictions["probability"] == 0.5).all()
-    assert metrics["test"]["auroc"]["mean"] == pytest.approx(0.5)
+    assert metrics["val"]["auroc"]["mean"] == pytest.approx(0.5)
     assert metrics["generation"]["generated_tokens"] == predictions["generated_tokens"].sum()
     assert (folder / "roc.png").stat().st_size > 0 and (folder / "pr.png").stat().st_size > 0
     assert (tmp / "run" / "metrics.json").is_file()
@@ -48,14 +48,14 @@ def test_rerun_reports_and_resume_answers_only_missing_patients(evaluated):
     folder = _artifact(tmp)
     again = run_cli("evaluate", TINY, tmp)
     assert again.returncode == 0 and "already evaluated" in again.stderr + again.stdout
-    # simulate a killed run: drop the metrics, keep 10 answers and a torn last line
+    # simulate a killed run: drop the metrics, keep 6 answers and a torn last line
     lines = (folder / "answers.jsonl").read_text().splitlines()
     (folder / "metrics.json").unlink()
-    (folder / "answers.jsonl").write_text("\n".join(lines[:10]) + '\n{"patient_id": "torn')
+    (folder / "answers.jsonl").write_text("\n".join(lines[:6]) + '\n{"patient_id": "torn')
     resumed = run_cli("evaluate", TINY, tmp)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["generation"]["patients_answered_this_run"] == 14
+    assert metrics["generation"]["patients_answered_this_run"] == 8
     assert pd.read_parquet(folder / "predictions.parquet")["patient_id"].is_unique
 
 
@@ -63,7 +63,7 @@ def test_rerun_reports_and_resume_answers_only_missing_patients(evaluated):
     ("overrides", "message"),
     [
         (["backbone.loader.config.max_position_embeddings=64"], "exceeds the backbone's context of 64 tokens"),
-        (["max_patients=3"], "hold one outcome only"),
+        (["max_patients=1"], "hold one outcome only"),
         (["adapter=/nonexistent/adapter"], "holds no adapter_config.json"),
     ],
 )

@@ -201,9 +201,10 @@ def load_backbone(backbone_cfg: Mapping) -> Backbone:
 
 def attach_lora(model: PreTrainedModel, lora_cfg: Mapping):
     """Wrap ``model`` with a fresh trainable LoRA adapter (peft) configured by ``backbone.lora``."""
+    from omegaconf import DictConfig, OmegaConf
     from peft import LoraConfig, get_peft_model
 
-    settings = dict(lora_cfg)
+    settings = OmegaConf.to_container(lora_cfg, resolve=True) if isinstance(lora_cfg, DictConfig) else dict(lora_cfg)
     return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **settings))
 
 
