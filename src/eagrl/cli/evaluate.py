@@ -70,16 +70,6 @@ def append_answers(path: Path, rows: list[dict]) -> None:
         os.fsync(handle.fileno())
 
 
-def check_context(lengths: list[int], max_new_tokens: int, context: int, split: str) -> None:
-    """Refuse prompts that cannot fit the model's context with the answer budget."""
-    longest = max(lengths)
-    if longest + max_new_tokens > context:
-        raise ConfigError(
-            f"the longest {split} prompt has {longest} tokens; with generation.max_new_tokens={max_new_tokens} it "
-            f"exceeds the backbone's context of {context} tokens: set prompt.max_visits (e.g. 12) or prompt.features"
-        )
-
-
 @user_errors("evaluate")
 def run(cfg: DictConfig) -> dict:
     """Answer, parse, score and plot; return the metrics."""
@@ -113,8 +103,6 @@ def run(cfg: DictConfig) -> dict:
     model = load_adapter(backbone.model, cfg.adapter) if cfg.adapter else backbone.model
     engine = GenerationEngine(model, backbone.tokenizer, batch_size=cfg.generation.batch_size)
     prompt_ids = engine.encode_chat([prompt.messages() for prompt in prompts])
-    context = backbone.model.config.max_position_embeddings
-    check_context([len(ids) for ids in prompt_ids], cfg.generation.max_new_tokens, context, cfg.split)
 
     answers = read_answers(target / ANSWERS)
     pending = [index for index, record in enumerate(records) if record.patient_id not in answers]
@@ -215,12 +203,12 @@ def run(cfg: DictConfig) -> dict:
 
 def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:
     """Print the result and copy the metrics into the run directory (where the aggregator looks)."""
+    from eagrl.evaluation.metrics import format_scores
+
     write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-    scores = metrics[metrics["split"]]
     print(
         f"{metrics['backbone']} {metrics['method']} on {metrics['dataset']}/{metrics['task']} {metrics['split']}: "
-        f"AUROC {100 * scores['auroc']['mean']:.1f} ± {100 * scores['auroc']['std']:.1f}, "
-        f"AUPRC {100 * scores['auprc']['mean']:.1f} ± {100 * scores['auprc']['std']:.1f}, "
+        f"{format_scores(metrics[metrics['split']])}, "
         f"parse failures {100 * metrics['parsing']['parse_failure_rate']:.1f} % "
         f"({metrics['generation']['seconds_this_run']:.0f} s) -> {target}",
         flush=True,

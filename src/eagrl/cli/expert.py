@@ -178,12 +178,12 @@ def run(cfg: DictConfig) -> dict:
 
 def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:
     """Print the result and copy the metrics into the run directory (where the aggregator looks)."""
+    from eagrl.evaluation.metrics import format_scores
+
     write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-    test = metrics["test"]
     print(
         f"{metrics['expert']} on {metrics['dataset']}/{metrics['task']} seed {metrics['seed']}: "
-        f"test AUROC {100 * test['auroc']['mean']:.1f} ± {100 * test['auroc']['std']:.1f}, "
-        f"AUPRC {100 * test['auprc']['mean']:.1f} ± {100 * test['auprc']['std']:.1f} "
+        f"test {format_scores(metrics['test'])} "
         f"({metrics['epochs']} epochs, {metrics['seconds_per_epoch']:.2f} s/epoch) -> {target}",
         flush=True,
     )

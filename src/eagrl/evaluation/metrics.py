@@ -55,3 +55,10 @@ def bootstrap_metrics(
             values[name].append(value)
     summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v))} for name, v in values.items()}
     return summary | {"point": point_metrics(labels, probabilities), "redrawn": redrawn, "n": len(labels)}
+
+
+def format_scores(scores: dict) -> str:
+    """``AUROC m ± s, AUPRC m ± s`` (×100) of a :func:`bootstrap_metrics` summary, for run logs."""
+    return ", ".join(
+        f"{name.upper()} {100 * scores[name]['mean']:.1f} ± {100 * scores[name]['std']:.1f}" for name in METRICS
+    )

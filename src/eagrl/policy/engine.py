@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from eagrl.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -199,6 +201,7 @@ class GenerationEngine:
         Returns:
             ``answers[i][s]`` = sample ``s`` for prompt ``i``.
         """
+        self._check_context(prompt_ids, sampling.max_new_tokens)
         keys = list(keys) if keys is not None else [str(index) for index in range(len(prompt_ids))]
         self.stats = EngineStats(prompts=len(prompt_ids))
         answers: list[list[Generation]] = [[] for _ in prompt_ids]
@@ -218,6 +221,17 @@ class GenerationEngine:
                 on_batch(batch, results)
         bar.close()
         return answers
+
+    def _check_context(self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int) -> None:
+        """Refuse, before any work, a prompt that cannot fit the model's context with the answer budget."""
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        longest = max(map(len, prompt_ids), default=0)
+        if context and longest + max_new_tokens > context:
+            raise ConfigError(
+                f"the longest prompt has {longest} tokens; with generation.max_new_tokens={max_new_tokens} it "
+                f"exceeds the backbone's context of {context} tokens: shorten the prompts (prompt.max_visits, "
+                "e.g. 12, or prompt.features) or lower the answer budget"
+            )
 
     def _prefill(self, prompts: list[Sequence[int]], num_samples: int, new_tokens: int):
         """Encode each prompt alone into a left-padded :class:`Cache` with room for ``new_tokens`` more tokens.
