@@ -33,8 +33,8 @@ def compose_config(config_name: str, overrides: list[str], tmp_dir: Path) -> Dic
         )
 
 
-def run_cli(stage: str, overrides: list[str], tmp_dir: Path, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``eagrl-<stage>`` in a subprocess with outputs under ``tmp_dir``."""
+def cli_command(stage: str, overrides: list[str], tmp_dir: Path, raw_source: str = RAW_SOURCE):
+    """The command line and environment of ``eagrl-<stage>`` with outputs under ``tmp_dir`` (run it there)."""
     command = [
         sys.executable,
         "-m",
@@ -44,7 +44,12 @@ def run_cli(stage: str, overrides: list[str], tmp_dir: Path, **kwargs) -> subpro
         f"hydra.run.dir={tmp_dir / 'run'}",
         *overrides,
     ]
-    env = {**os.environ, "EAGRL_RAW_SOURCE": kwargs.pop("raw_source", RAW_SOURCE), "WANDB_SILENT": "true"}
+    return command, {**os.environ, "EAGRL_RAW_SOURCE": raw_source, "WANDB_SILENT": "true"}
+
+
+def run_cli(stage: str, overrides: list[str], tmp_dir: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``eagrl-<stage>`` in a subprocess with outputs under ``tmp_dir``."""
+    command, env = cli_command(stage, overrides, tmp_dir, kwargs.pop("raw_source", RAW_SOURCE))
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_dir, **kwargs)
 
 

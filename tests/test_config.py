@@ -18,8 +18,24 @@ GROUPS = {
 IN_DATA_DEFAULTS = {"paths", "dataset", "task", "prompt", "datamodule", "logger", "experiment", "debug"}
 
 
+ENTRIES = sorted(path.stem for path in Path(CONFIG_DIR).glob("*.yaml"))
+
+
+def _groups_of(config_name: str) -> set[str]:
+    """Config groups an entry config (or an experiment's overrides) names in its defaults list."""
+    defaults = OmegaConf.load(Path(CONFIG_DIR) / f"{config_name}.yaml").get("defaults", [])
+    names = set()
+    for entry in defaults:
+        if isinstance(entry, str):
+            continue
+        for key in entry:
+            names.add(key.removeprefix("override ").lstrip("/"))
+    return names
+
+
 @pytest.mark.parametrize(
-    ("group", "option"), [(group, option) for group, options in GROUPS.items() for option in options]
+    ("group", "option"),
+    [(group, option) for group, options in GROUPS.items() if group != "experiment" for option in options],
 )
 def test_every_option_composes(group, option, tmp_path):
     prefix = "" if group in IN_DATA_DEFAULTS else "+"
@@ -27,7 +43,21 @@ def test_every_option_composes(group, option, tmp_path):
     OmegaConf.to_container(cfg, resolve=True)
 
 
-@pytest.mark.parametrize("entry", sorted(path.stem for path in Path(CONFIG_DIR).glob("*.yaml")))
+@pytest.mark.parametrize(
+    ("experiment", "entry"),
+    [
+        (experiment, entry)
+        for experiment in GROUPS["experiment"]
+        for entry in ENTRIES
+        if _groups_of(f"experiment/{experiment}") <= _groups_of(entry)
+    ],
+)
+def test_every_experiment_composes_with_every_stage_that_has_its_groups(experiment, entry, tmp_path):
+    cfg = compose_config(entry, [f"experiment={experiment}"], tmp_path)
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
 def test_every_entry_config_composes(entry, tmp_path):
     cfg = compose_config(entry, [], tmp_path)
     OmegaConf.to_container(cfg, resolve=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers.cache_utils import Cache
 
-from eagrl.policy.engine import GenerationEngine, SamplingConfig
+from eagrl.policy.engine import GenerationEngine, PrefixCache, SamplingConfig
 from tests.policy.conftest import SCRIPTED_ANSWER, tiny
 
 LENGTHS = (5, 40, 17, 3, 60, 26)
@@ -104,3 +105,50 @@ def test_empty_prompt_is_refused(tiny_backbone):
     engine = GenerationEngine(*tiny_backbone, progress=False)
     with pytest.raises(ValueError, match="empty prompt"):
         engine.generate([[]], SamplingConfig(max_new_tokens=2))
+
+
+def test_prefix_cache_gives_the_same_answers_and_encodes_only_suffixes(tiny_backbone):
+    model, tokenizer = tiny_backbone
+    plain = GenerationEngine(model, tokenizer, batch_size=8, progress=False)
+    cached = GenerationEngine(model, tokenizer, batch_size=8, progress=False, prefix_cache=PrefixCache())
+    prefixes = _encode(plain, (30, 50))
+    extended = [prefix + tokenizer("<Subquestion> more", add_special_tokens=False)["input_ids"] for prefix in prefixes]
+    sampling = SamplingConfig(max_new_tokens=10)
+    cached.add_prefixes(prefixes)
+    assert cached.stats.prompts == 2 and len(cached.prefix_cache.entries) == 2
+    widths = []
+    handle = model.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        with_cache = cached.generate(extended + prefixes, sampling)
+    finally:
+        handle.remove()
+    without = plain.generate(extended + prefixes, sampling)
+    assert [[a.token_ids for a in row] for row in with_cache] == [[a.token_ids for a in row] for row in without]
+    suffix = len(extended[0]) - len(prefixes[0])
+    # prefills: each extended prompt encodes its suffix only, each registered prompt its last token only
+    assert sorted(w for w in widths if w > 1)[-2:] == [suffix, suffix]
+    assert cached.stats.reused_prompt_tokens == sum(map(len, prefixes)) * 2 - 2
+
+
+def test_prefix_cache_keeps_the_most_recent_entries():
+    cache = PrefixCache(max_entries=2)
+    layers = Cache(layers=[])
+    for ids in ([1, 2], [3, 4], [5, 6]):
+        cache.add(ids, layers)
+    assert list(cache.entries) == [(3, 4), (5, 6)]
+    assert cache.longest([3, 4, 9])[0] == 2 and cache.longest([1, 2, 9]) == (0, None)
+    with pytest.raises(ValueError):
+        PrefixCache(max_entries=0)
+
+
+def test_next_token_probabilities_match_the_model(tiny_backbone):
+    model, tokenizer = tiny_backbone
+    engine = GenerationEngine(model, tokenizer, progress=False, prefix_cache=PrefixCache())
+    prompts = _encode(engine, (7, 12))
+    engine.add_prefixes(prompts[:1])
+    tokens = [tokenizer.convert_tokens_to_ids(t) for t in ("Y", "N")]
+    probabilities = engine.next_token_probabilities(prompts, tokens)
+    for row, ids in zip(probabilities, prompts, strict=True):
+        with torch.no_grad():
+            expected = model(torch.tensor([ids])).logits[0, -1].float().softmax(-1)[tokens]
+        torch.testing.assert_close(row, expected, atol=1e-5, rtol=1e-4)

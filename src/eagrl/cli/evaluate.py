@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 import pandas as pd
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from eagrl.errors import ConfigError
 from eagrl.utils.artifacts import config_hash, write_json
@@ -30,11 +30,28 @@ from eagrl.utils.entry import CONFIG_DIR, configure_threads, user_errors
 log = logging.getLogger(__name__)
 
 ANSWERS = "answers.jsonl"
+#: metadata an adapter's training stage writes beside it
+ADAPTER_INFO = "eagrl_adapter.json"
+
+
+def adapter_info(cfg: DictConfig) -> dict:
+    """What ``eagrl-sft`` / ``eagrl-rl`` recorded beside the adapter (empty for the base model or a foreign one)."""
+    path = Path(cfg.adapter).expanduser() / ADAPTER_INFO if cfg.adapter else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        log.warning("%s is unreadable: the adapter is named by its folder", path)
+        return {}
 
 
 def method_name(cfg: DictConfig) -> str:
-    """``<prompt style>`` for the base model, ``adapter-<folder name>`` for a trained adapter."""
-    return f"adapter-{Path(cfg.adapter).name}" if cfg.adapter else cfg.prompt.style
+    """``<prompt style>`` for the base model; for an adapter, the method recorded with it (``sft-trajectory``)
+    or ``adapter-<folder name>``."""
+    if not cfg.adapter:
+        return cfg.prompt.style
+    return adapter_info(cfg).get("method") or f"adapter-{Path(cfg.adapter).name}"
 
 
 def artifact_dir(cfg: DictConfig) -> Path:
@@ -101,6 +118,9 @@ def run(cfg: DictConfig) -> dict:
 
     backbone = load_backbone(cfg.backbone)
     model = load_adapter(backbone.model, cfg.adapter) if cfg.adapter else backbone.model
+    trained_prompt = adapter_info(cfg).get("prompt")
+    if trained_prompt and trained_prompt != OmegaConf.to_container(cfg.prompt, resolve=True):
+        log.warning("the adapter was trained with another prompt config than this run's: %s", trained_prompt)
     engine = GenerationEngine(model, backbone.tokenizer, batch_size=cfg.generation.batch_size)
     prompt_ids = engine.encode_chat([prompt.messages() for prompt in prompts])
 

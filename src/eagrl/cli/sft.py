@@ -1,0 +1,230 @@
+"""``eagrl-sft``: Stage 1 SFT of the policy on the selected MCTS trajectories, or the label-only SFT baseline.
+
+    eagrl-sft dataset=tjh backbone=smollm2_135m                  # on the newest eagrl-mcts selection
+    eagrl-sft trajectories=artifacts/mcts/tjh/mortality/smollm2_135m/<hash>
+    eagrl-sft sft=label_only                                     # baseline: the probability, no reasoning
+    eagrl-evaluate adapter=artifacts/sft/tjh/mortality/smollm2_135m/trajectory-<hash>
+
+Artifacts go to ``<paths.artifact_dir>/sft/<dataset>/<task>/<backbone>/<mode>-<hash>/``: the LoRA adapter
+(``adapter_config.json``, ``adapter_model.safetensors``, loadable by ``eagrl-evaluate adapter=<folder>``),
+``eagrl_adapter.json`` (method name, the prompt it was trained with, its inputs), ``metrics.json`` and
+``checkpoints/last.ckpt`` (adapter + optimiser, every ``sft.checkpoint_every_steps``: a killed run resumes). The
+hash covers the config and the content of the trajectories file, so a new selection trains a new adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from eagrl.cli.evaluate import ADAPTER_INFO
+from eagrl.errors import ConfigError, DataError
+from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, write_json
+from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, user_errors
+
+log = logging.getLogger(__name__)
+
+MODES = ("trajectory", "label_only")
+
+
+def trajectory_file(cfg: DictConfig) -> Path:
+    """The ``selected.parquet`` of the eagrl-mcts artifact this run trains on."""
+    root = Path(cfg.paths.artifact_dir).expanduser().resolve()
+    folder = find_artifact(
+        cfg.trajectories,
+        root / "mcts" / cfg.dataset.name / cfg.task.name / cfg.backbone.name,
+        "selected.parquet",
+        f"run `eagrl-mcts dataset={cfg.dataset.name} task={cfg.task.name} backbone={cfg.backbone.name}` first, or "
+        "set trajectories=<an eagrl-mcts artifact folder>",
+    )
+    return folder / "selected.parquet"
+
+
+def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
+    """The chat examples of ``sft.mode`` and the trajectories file they came from (None for label-only)."""
+    from eagrl.policy.sft import ChatExample
+
+    if cfg.sft.mode == "trajectory":
+        path = trajectory_file(cfg)
+        try:
+            frame = pd.read_parquet(path, columns=["patient_id", "system", "user", "completion"])
+        except (OSError, ValueError, KeyError) as error:
+            raise DataError(f"{path}: unreadable trajectories ({type(error).__name__}: {error})") from None
+        if frame.empty:
+            raise DataError(
+                f"{path} holds no selected trajectory: relax mcts.selection (correct_side=false, min_att=0) or "
+                "raise mcts.rollouts, then rerun eagrl-mcts"
+            )
+        examples = [
+            ChatExample(
+                row.patient_id,
+                [{"role": "system", "content": row.system}, {"role": "user", "content": row.user}],
+                row.completion,
+            )
+            for row in frame.itertuples(index=False)
+        ]
+        return examples, path
+    datamodule = instantiate(cfg.datamodule)
+    datamodule.prepare_data()
+    datamodule.setup()
+    records = datamodule.records("train")
+    prompts = datamodule.prompts("train", cfg.task, cfg.prompt)
+    examples = [
+        ChatExample(record.patient_id, prompt.messages(), cfg.sft.completion.format(label=record.label))
+        for record, prompt in zip(records, prompts, strict=True)
+    ]
+    return examples, None
+
+
+def split_by_patient(patient_ids: list[str], val_fraction: float, seed: int) -> set[str]:
+    """The patients held out for validation loss (seeded; none when the fraction rounds to 0)."""
+    unique = sorted(set(patient_ids))
+    count = round(val_fraction * len(unique))
+    if count >= len(unique):
+        raise ConfigError(f"sft.val_fraction={val_fraction} leaves no training patient out of {len(unique)}")
+    return set(np.random.default_rng(seed).choice(unique, size=count, replace=False).tolist()) if count else set()
+
+
+def artifact_dir(cfg: DictConfig, inputs: dict[str, str]) -> Path:
+    """Where this run's adapter lives."""
+    root = Path(cfg.paths.artifact_dir).expanduser().resolve()
+    folder = f"{cfg.sft.mode}-{config_hash(cfg, inputs=inputs)}"
+    return root / "sft" / cfg.dataset.name / cfg.task.name / cfg.backbone.name / folder
+
+
+@user_errors("sft")
+def run(cfg: DictConfig) -> dict:
+    """Train (or resume) the adapter, save it with its metadata; return the metrics."""
+    from eagrl.policy.backbone import attach_lora, load_backbone
+    from eagrl.policy.sft import PolicySFTModule, sft_loader, tokenize_example
+
+    if cfg.sft.mode not in MODES:
+        raise ConfigError(f"sft.mode={cfg.sft.mode!r}: use one of {', '.join(MODES)}")
+    threads = configure_threads(cfg.num_threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    examples, source = load_examples(cfg)
+    inputs = {"trajectories": file_digest(source)} if source else {}
+    target = artifact_dir(cfg, inputs)
+    metrics_path = target / "metrics.json"
+    if metrics_path.is_file() and not cfg.overwrite:
+        log.info("adapter already trained: %s (overwrite=true retrains)", target)
+        metrics = json.loads(metrics_path.read_text())
+        _finish(metrics, cfg)
+        return metrics
+    target.mkdir(parents=True, exist_ok=True)
+
+    backbone = load_backbone(cfg.backbone)
+    tokenizer = backbone.tokenizer
+    limit = cfg.sft.max_length or backbone.model.config.max_position_embeddings
+    tokenised = [(example.patient_id, tokenize_example(tokenizer, example)) for example in examples]
+    kept = [(pid, item) for pid, item in tokenised if len(item["input_ids"]) <= limit]
+    if len(kept) < len(tokenised):
+        log.warning("skipped %d example(s) longer than %d tokens (sft.max_length)", len(tokenised) - len(kept), limit)
+    if not kept:
+        raise ConfigError(f"every example is longer than sft.max_length={limit} tokens; shorten the prompts")
+    held_out = split_by_patient([pid for pid, _ in kept], cfg.sft.val_fraction, cfg.seed)
+    train_items = [item for pid, item in kept if pid not in held_out]
+    val_items = [item for pid, item in kept if pid in held_out]
+    pad_id = tokenizer.pad_token_id
+    train_loader = sft_loader(train_items, cfg.sft.batch_size, pad_id, shuffle=True, seed=cfg.seed)
+    val_loader = sft_loader(val_items, cfg.sft.batch_size, pad_id, shuffle=False, seed=cfg.seed) if val_items else None
+
+    model = attach_lora(backbone.model, cfg.backbone.lora)
+    module = PolicySFTModule(model, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay)
+    checkpoints = target / "checkpoints"
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoints, save_top_k=0, save_last=True, every_n_train_steps=cfg.sft.checkpoint_every_steps
+    )
+    loggers = build_loggers(cfg.get("logger"))
+    trainer = instantiate(
+        cfg.trainer,
+        max_epochs=cfg.sft.epochs,
+        accumulate_grad_batches=cfg.sft.accumulate_grad_batches,
+        gradient_clip_val=cfg.sft.gradient_clip_val,
+        limit_val_batches=1.0 if val_loader else 0,
+        callbacks=[checkpoint],
+        logger=loggers or False,
+    )
+    last = checkpoints / "last.ckpt"
+    resume = last if last.is_file() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    status = "failed"
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+        seconds = time.perf_counter() - started
+        model.save_pretrained(target)
+        logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
+        write_json(
+            target / ADAPTER_INFO,
+            {
+                "method": f"sft-{cfg.sft.mode}",
+                "backbone": cfg.backbone.name,
+                "dataset": cfg.dataset.name,
+                "task": cfg.task.name,
+                "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+                "inputs": inputs,
+                "trajectories": str(source) if source else None,
+            },
+        )
+        train_tokens = sum(len(item["input_ids"]) for item in train_items) * cfg.sft.epochs
+        metrics = {
+            "dataset": cfg.dataset.name,
+            "task": cfg.task.name,
+            "backbone": cfg.backbone.name,
+            "method": f"sft-{cfg.sft.mode}",
+            "seed": cfg.seed,
+            "examples": {"train": len(train_items), "val": len(val_items), "too_long": len(tokenised) - len(kept)},
+            "train_patients": len({pid for pid, _ in kept} - held_out),
+            "epochs": trainer.current_epoch,
+            "optimizer_steps": trainer.global_step,
+            "train_loss": logged.get("train/loss_epoch"),
+            "val_loss": logged.get("val/loss"),
+            "mean_tokens_per_example": float(np.mean([len(item["input_ids"]) for item in train_items])),
+            "seconds_this_run": seconds,
+            "resumed": resume is not None,
+            "train_tokens_per_second": train_tokens / seconds if seconds else None,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "threads": threads,
+            "artifact_dir": str(target),
+        }
+        write_json(metrics_path, metrics)
+        status = "success"
+    finally:
+        close_loggers(loggers, status)
+    _finish(metrics, cfg)
+    return metrics
+
+
+def _finish(metrics: dict, cfg: DictConfig) -> None:
+    """Print the result and copy the metrics into the run directory."""
+    write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    val = metrics["val_loss"]
+    print(
+        f"{metrics['method']} {metrics['backbone']} on {metrics['dataset']}/{metrics['task']}: "
+        f"{metrics['examples']['train']} examples, {metrics['optimizer_steps']} steps, train loss "
+        f"{metrics['train_loss']:.3f}, val loss {'-' if val is None else f'{val:.3f}'} "
+        f"({metrics['seconds_this_run']:.0f} s) -> {metrics['artifact_dir']}",
+        flush=True,
+    )
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="sft", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Console script ``eagrl-sft``."""
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

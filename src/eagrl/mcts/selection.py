@@ -1,0 +1,64 @@
+"""Which searched answers become SFT trajectories (METHOD §5): a quality filter, the top-k per patient,
+class balance.
+
+    selected = select_paths(paths, SelectionConfig(top_k=2, min_att=0.1))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+
+from eagrl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """The ``mcts.selection`` config block.
+
+    Attributes:
+        top_k: complete answers kept per patient, highest reward first (METHOD §5: 1–2).
+        correct_side: keep only answers on the label's side of 0.5 (ŷ > 0.5 for y = 1, ŷ < 0.5 for y = 0).
+        min_att: keep only answers whose R_att is at least this.
+        balance: drop the lowest-reward answers of the larger class until both classes hold as many.
+    """
+
+    top_k: int = 2
+    correct_side: bool = True
+    min_att: float = 0.0
+    balance: bool = True
+
+    def __post_init__(self):
+        if self.top_k < 1:
+            raise ConfigError(f"mcts.selection.top_k must be >= 1, got {self.top_k}")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> SelectionConfig:
+        return cls(**{name: cfg[name] for name in cls.__dataclass_fields__ if name in cfg})
+
+
+def select_paths(paths: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
+    """The selected rows of ``paths`` (one row per complete answer: ``patient_id``, ``label``, ``probability``,
+    ``r_total``, ``r_att``, ``completion``), ordered by patient then reward."""
+    keep = paths["probability"].notna()
+    if cfg.correct_side:
+        keep &= ((paths["label"] == 1) & (paths["probability"] > 0.5)) | (
+            (paths["label"] == 0) & (paths["probability"] < 0.5)
+        )
+    keep &= paths["r_att"].fillna(-1.0) >= cfg.min_att
+    ranked = (
+        paths[keep]
+        .sort_values(["patient_id", "r_total", "node"], ascending=[True, False, True])
+        .drop_duplicates(["patient_id", "completion"])
+    )
+    selected = ranked.groupby("patient_id", sort=False).head(cfg.top_k)
+    if cfg.balance and selected["label"].nunique() == 2:
+        smaller = selected["label"].value_counts().min()
+        selected = (
+            selected.sort_values(["r_total", "patient_id", "node"], ascending=[False, True, True])
+            .groupby("label", sort=False)
+            .head(smaller)
+        )
+    return selected.sort_values(["patient_id", "r_total"], ascending=[True, False]).reset_index(drop=True)

@@ -1,0 +1,121 @@
+"""Supervised fine-tuning of the policy: Stage 1 trajectory SFT and the label-only SFT baseline (METHOD §5).
+
+An example is a chat prompt and the assistant's completion. The loss is next-token cross-entropy on the
+completion (and the end-of-turn token) only: prompt tokens are masked with -100, and the mean runs over the
+completion tokens of the batch. The prompt is encoded exactly as the generation engine encodes it at inference
+(chat template with the generation prompt, then the completion's own tokens), so training and decoding agree.
+
+    module = PolicySFTModule(attach_lora(model, lora_cfg), lr=2e-4)
+    trainer.fit(module, DataLoader(SFTDataset(tokenize_examples(tokenizer, examples)), collate_fn=...))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import PreTrainedTokenizerBase
+
+#: label value of a token that is not trained on
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    """One training example: a patient's chat prompt (system + user) and the assistant's completion."""
+
+    patient_id: str
+    messages: list[dict[str, str]]
+    completion: str
+
+
+def tokenize_example(tokenizer: PreTrainedTokenizerBase, example: ChatExample) -> dict[str, list[int]]:
+    """``input_ids`` = prompt + completion + end of turn; ``labels`` = the same with the prompt masked."""
+    prompt = tokenizer.apply_chat_template(example.messages, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return {"input_ids": prompt_ids + completion_ids, "labels": [IGNORE] * len(prompt_ids) + completion_ids}
+
+
+class SFTDataset(Dataset):
+    """Tokenised examples (see :func:`tokenize_example`)."""
+
+    def __init__(self, items: list[dict[str, list[int]]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return self.items[index]
+
+
+def collate(items: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: ``input_ids``, ``attention_mask`` and ``labels`` (B, longest); padding is ignored."""
+    width = max(len(item["input_ids"]) for item in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        length = len(item["input_ids"])
+        input_ids[row, :length] = torch.tensor(item["input_ids"])
+        labels[row, :length] = torch.tensor(item["labels"])
+        attention_mask[row, :length] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def sft_loader(items: list[dict[str, list[int]]], batch_size: int, pad_id: int, shuffle: bool, seed: int) -> DataLoader:
+    """A DataLoader over tokenised examples (shuffled with its own seeded generator)."""
+    return DataLoader(
+        SFTDataset(items),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=partial(collate, pad_id=pad_id),
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+    )
+
+
+class PolicySFTModule(L.LightningModule):
+    """Next-token SFT of a (LoRA-wrapped) causal LM; checkpoints hold only the trainable weights.
+
+    Args:
+        model: the policy, usually a peft model whose adapter is the only trainable part.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+    """
+
+    def __init__(self, model: torch.nn.Module, lr: float = 2e-4, weight_decay: float = 0.0):
+        super().__init__()
+        self.model = model
+        self.save_hyperparameters(ignore=["model"])
+        # checkpoints skip the frozen base weights, so loading one restores the adapter only
+        self.strict_loading = False
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy over the completion tokens of the batch (nats per token)."""
+        return self.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            use_cache=False,
+        ).loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]), on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.log("val/loss", self(batch), prog_bar=True, batch_size=len(batch["input_ids"]), on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        trainable = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {name for name, parameter in self.named_parameters() if parameter.requires_grad}
+        checkpoint["state_dict"] = {key: value for key, value in checkpoint["state_dict"].items() if key in trainable}

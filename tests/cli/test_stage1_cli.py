@@ -1,0 +1,162 @@
+"""Stage 1 end to end with the tiny backbone on real TJH: eagrl-mcts (refusals, resume after SIGKILL,
+reselection without a new search), eagrl-sft (trajectory and label-only adapters), eagrl-evaluate on an adapter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from eagrl.policy.backbone import attach_lora, byte_tokenizer
+from eagrl.policy.sft import IGNORE, ChatExample, tokenize_example
+from tests.conftest import cli_command, compose_config, run_cli
+
+EXPERT = ["expert=gru", "expert.params.hidden_dim=8", "trainer.max_epochs=2", "logger=none", "num_threads=1"]
+#: 16 patients in shards of 2, guided by the small GRU expert
+MCTS = ["experiment=tiny_stage1", "num_threads=1", "max_patients=16", "patients_per_shard=2", "salient.expert=gru"]
+SFT = ["experiment=tiny_stage1", "num_threads=1", "logger=none"]
+
+
+def _artifact(root, stage):
+    return next((root / stage).rglob("metrics.json")).parent
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A trained expert and one uninterrupted search."""
+    tmp = tmp_path_factory.mktemp("stage1")
+    expert = run_cli("expert", EXPERT, tmp)
+    assert expert.returncode == 0, expert.stderr[-2000:]
+    result = run_cli("mcts", MCTS, tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp, result
+
+
+def test_search_writes_every_patient_once_with_scored_paths(searched):
+    tmp, result = searched
+    folder = _artifact(tmp / "artifacts", "mcts")
+    shards = sorted((folder / "shards").glob("shard-*.json"))
+    assert len(shards) == 8
+    patients = [p for shard in shards for p in json.loads(shard.read_text())["patients"]]
+    assert len({p["patient_id"] for p in patients}) == len(patients) == 16
+    assert all(p["tree"]["rollouts"] == 3 and p["expert_features"] for p in patients)
+    paths = pd.read_parquet(folder / "paths.parquet")
+    assert len(paths) == sum(p["tree"]["terminals"] for p in patients) > 0
+    assert paths["r_total"].notna().all() and (paths.loc[paths["probability"].isna(), "r_total"] == -5.0).all()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["patients"] == 16 and metrics["cost"]["reused_prompt_tokens"] > metrics["cost"]["prompt_tokens"] / 2
+    assert "complete answers" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["split=test"], "train split only"),
+        (["split=val"], "train split only"),
+        (["prompt=vanilla"], "use prompt=pqd"),
+        (["salient.expert=adacare"], "run `eagrl-expert expert=adacare"),
+    ],
+)
+def test_one_line_errors(searched, overrides, message):
+    tmp, _ = searched
+    result = run_cli("mcts", [*MCTS, *overrides], tmp)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_changing_the_selection_reselects_without_searching_again(searched):
+    tmp, _ = searched
+    folder = _artifact(tmp / "artifacts", "mcts")
+    result = run_cli("mcts", [*MCTS, "mcts.selection.top_k=1", "mcts.selection.balance=false"], tmp)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert "8 of 8 shards already searched" in output and "backbone tiny_random" not in output
+    selected = pd.read_parquet(folder / "selected.parquet")
+    assert selected["patient_id"].is_unique
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(searched):
+    tmp, _ = searched
+    killed = tmp / "killed"
+    shutil.copytree(tmp / "artifacts" / "expert", killed / "expert")
+    overrides = [*MCTS, f"paths.artifact_dir={killed}"]
+    command, env = cli_command("mcts", overrides, tmp)
+    process = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(killed.rglob("shard-00000.json")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_at_kill = len(list(killed.rglob("shard-*.json")))
+    assert 1 <= done_at_kill < 8, "the kill did not land in the middle of the search"
+    resumed = run_cli("mcts", overrides, tmp)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{done_at_kill} of 8 shards already searched" in resumed.stdout + resumed.stderr
+    reference = pd.read_parquet(_artifact(tmp / "artifacts", "mcts") / "paths.parquet")
+    again = pd.read_parquet(_artifact(killed, "mcts") / "paths.parquet")
+    columns = ["patient_id", "node", "completion", "r_total"]
+    pd.testing.assert_frame_equal(again[columns], reference[columns])
+
+
+def test_sft_on_trajectories_saves_an_adapter_that_evaluate_loads(searched):
+    tmp, _ = searched
+    result = run_cli("sft", SFT, tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = _artifact(tmp / "artifacts", "sft")
+    assert folder.name.startswith("trajectory-")
+    assert {"adapter_config.json", "adapter_model.safetensors", "eagrl_adapter.json"} <= {
+        p.name for p in folder.iterdir()
+    }
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["method"] == "sft-trajectory" and metrics["examples"]["train"] >= 1
+    assert torch.isfinite(torch.tensor(metrics["train_loss"]))
+    evaluated = run_cli(
+        "evaluate", [*SFT, f"adapter={folder}", "split=val", "generation.max_new_tokens=8", "logger=none"], tmp
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "tiny_random sft-trajectory on tjh/mortality val" in evaluated.stdout
+
+
+def test_label_only_sft_changes_every_trainable_parameter(searched):
+    tmp, _ = searched
+    result = run_cli("sft", [*SFT, "sft=label_only"], tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = next((tmp / "artifacts" / "sft").rglob("label_only-*"))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["examples"] == {"train": 86, "val": 10, "too_long": 0} and metrics["optimizer_steps"] == 43
+    info = json.loads((folder / "eagrl_adapter.json").read_text())
+    assert info["method"] == "sft-label_only" and info["prompt"]["style"] == "vanilla"
+    trained = load_file(folder / "adapter_model.safetensors")
+    # the adapter as eagrl-sft initialised it (same seed, same order of random draws)
+    cfg = compose_config("sft", SFT, tmp)
+    L.seed_everything(0, verbose=False)
+    from hydra.utils import instantiate
+
+    model, _ = instantiate(cfg.backbone.loader, dtype=torch.float32, attn_implementation="eager")
+    initial = {
+        name: p.detach() for name, p in attach_lora(model, cfg.backbone.lora).named_parameters() if p.requires_grad
+    }
+    assert len(trained) == len(initial) > 0
+    for name, weight in trained.items():
+        start = initial[name.replace(".weight", ".default.weight")]
+        assert not torch.allclose(weight, start), f"{name} did not change"
+
+
+def test_prompt_tokens_are_masked_and_the_turn_ends():
+    tokenizer = byte_tokenizer()
+    example = ChatExample("p", [{"role": "user", "content": "hello"}], "<Final answer> 1 </Final answer>")
+    item = tokenize_example(tokenizer, example)
+    prompt = tokenizer.apply_chat_template(example.messages, add_generation_prompt=True, tokenize=False)
+    prompt_length = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert item["labels"][:prompt_length] == [IGNORE] * prompt_length
+    assert item["labels"][prompt_length:] == item["input_ids"][prompt_length:]
+    assert tokenizer.decode(item["input_ids"][prompt_length:-1]) == example.completion
+    assert item["input_ids"][-1] == tokenizer.eos_token_id

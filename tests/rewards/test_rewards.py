@@ -1,0 +1,70 @@
+"""The reward (METHOD §4) against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from eagrl.errors import ConfigError
+from eagrl.policy.parsing import ParsedAnswer
+from eagrl.rewards import RewardConfig, classification_reward, jaccard, score_answer
+
+
+@pytest.mark.parametrize(
+    ("probability", "label", "expected"),
+    [
+        (0.8, 1, math.log(0.8) + 0.5 * 0.3),  # positive called positive: margin β(ŷ − 0.5)
+        (0.8, 0, math.log(0.2)),  # positive call of a negative: no margin
+        (0.3, 0, math.log(0.7) + 0.5 * 0.2),  # negative called negative: margin β(0.5 − ŷ)
+        (0.3, 1, math.log(0.3)),
+        (0.5, 1, math.log(0.5)),  # on the boundary: no margin either way
+        (0.5, 0, math.log(0.5)),
+        (1.0, 1, math.log(0.99) + 0.5 * 0.49),  # clipped to 0.99 in the log and the margin
+        (1.0, 0, math.log(0.01)),  # a confident mistake costs log(0.01), not -inf
+        (0.0, 0, math.log(0.99) + 0.5 * 0.49),
+    ],
+)
+def test_classification_reward(probability, label, expected):
+    assert classification_reward(probability, label, beta=0.5, clip=0.01) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("declared", "expert", "expected"),
+    [
+        ([], [], 0.0),  # both empty: 0, not a division by zero
+        (["LDH"], [], 0.0),
+        ([], ["LDH"], 0.0),
+        (["LDH", "CRP"], ["CRP", "LDH"], 1.0),
+        (["LDH", "CRP", "Albumin"], ["CRP", "D-dimer"], 1 / 4),
+        (["LDH", "LDH"], ["LDH"], 1.0),  # a repeated feature counts once
+    ],
+)
+def test_jaccard(declared, expert, expected):
+    assert jaccard(declared, expert) == pytest.approx(expected)
+
+
+def test_total_is_the_weighted_sum_and_both_paper_weightings_are_configs():
+    parsed = ParsedAnswer(probability=0.8, status="ok", features=("LDH", "CRP"))
+    expert = ["LDH", "Albumin"]
+    r_cls = math.log(0.8) + 0.5 * 0.3
+    r_att = 1 / 3
+    paper = score_answer(parsed, 1, expert, RewardConfig())
+    assert (paper.cls, paper.att, paper.parsed) == (pytest.approx(r_cls), pytest.approx(r_att), True)
+    assert paper.total == pytest.approx(0.6 * r_cls + 0.4 * r_att)
+    # the authors' code: log-lik 1.0, margin 0.5, IoU 0.1
+    authors = score_answer(parsed, 1, expert, RewardConfig(cls_weight=1.0, att_weight=0.1, margin_beta=0.5))
+    assert authors.total == pytest.approx(math.log(0.8) + 0.5 * 0.3 + 0.1 * r_att)
+    # w/o R_att (λ = 1)
+    assert score_answer(parsed, 1, expert, RewardConfig(cls_weight=1.0, att_weight=0.0)).total == pytest.approx(r_cls)
+
+
+def test_unparseable_answer_gets_the_lowest_reward():
+    terms = score_answer(ParsedAnswer(probability=None, status="no_final_answer"), 1, ["LDH"], RewardConfig())
+    assert terms.total == -5.0 and not terms.parsed and math.isnan(terms.cls) and math.isnan(terms.att)
+
+
+@pytest.mark.parametrize("settings", [{"clip": 0.0}, {"clip": 0.5}, {"cls_weight": math.nan}])
+def test_impossible_settings_are_config_errors(settings):
+    with pytest.raises(ConfigError, match="reward"):
+        RewardConfig(**settings)
