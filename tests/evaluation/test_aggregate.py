@@ -59,7 +59,7 @@ def test_llm_jobs_get_parse_and_speed_columns(tmp_path):
         metrics = {
             "dataset": "tjh", "task": "mortality", "backbone": "smollm2_135m", "method": method, "seed": 0,
             "split": "test", "test": {"auroc": metric, "auprc": metric},
-            "parsing": {"parse_failure_rate": failure},
+            "parsing": {"parse_failure_rate": failure, "pqd_format_rate": 1 - failure},
             "generation": {"seconds_this_run": 100.0, "generated_tokens_per_second": 20.0},
         }  # fmt: skip
         (job / "metrics.json").write_text(json.dumps(metrics))
@@ -68,4 +68,5 @@ def test_llm_jobs_get_parse_and_speed_columns(tmp_path):
     header, *rows = _cells(text)
     row = dict(zip(header, next(cells for cells in rows if cells[2].endswith("vanilla")), strict=True))
     assert row["AUROC"] == "60.0 ± 0.0 (boot ± 1.0)" and row["parse failures %"] == "25.0"
+    assert row["PQD format %"] == "75.0"
     assert "s/epoch (CPU)" not in header

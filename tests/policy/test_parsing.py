@@ -84,3 +84,11 @@ def test_counter_failure_rate():
     assert summary["answers"] == 4
     assert math.isclose(summary["parse_failure_rate"], 0.5)
     assert summary["missing_features_tag"] == 4
+    assert summary["pqd_format_rate"] == 0.0
+
+
+def test_pqd_format_needs_the_features_block_and_a_probability():
+    closing = "<Important Features> LDH </Important Features>\n<Final answer> 0.3 </Final answer>"
+    assert parse_answer(closing, VOCABULARY).pqd_format
+    assert not parse_answer("<Important Features> LDH </Important Features> no answer", VOCABULARY).pqd_format
+    assert not parse_answer("<Final answer> 0.3 </Final answer>", VOCABULARY).pqd_format

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eagrl.errors import ConfigError
 from eagrl.utils.artifacts import config_hash, write_json
-from eagrl.utils.entry import CONFIG_DIR, configure_threads, user_errors
+from eagrl.utils.entry import CONFIG_DIR, configure_threads, report, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -222,16 +222,16 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:
-    """Print the result and copy the metrics into the run directory (where the aggregator looks)."""
+    """Report the run: its metrics into the run directory and one summary line."""
     from eagrl.evaluation.metrics import format_scores
 
-    write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-    print(
+    report(
+        cfg,
+        metrics,
         f"{metrics['backbone']} {metrics['method']} on {metrics['dataset']}/{metrics['task']} {metrics['split']}: "
         f"{format_scores(metrics[metrics['split']])}, "
         f"parse failures {100 * metrics['parsing']['parse_failure_rate']:.1f} % "
         f"({metrics['generation']['seconds_this_run']:.0f} s) -> {target}",
-        flush=True,
     )
 
 

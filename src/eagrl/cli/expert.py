@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eagrl.data.cohort import SPLITS
 from eagrl.utils.artifacts import config_hash, write_json
-from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, user_errors
+from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -177,15 +177,15 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:
-    """Print the result and copy the metrics into the run directory (where the aggregator looks)."""
+    """Report the run: its metrics into the run directory and one summary line."""
     from eagrl.evaluation.metrics import format_scores
 
-    write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-    print(
+    report(
+        cfg,
+        metrics,
         f"{metrics['expert']} on {metrics['dataset']}/{metrics['task']} seed {metrics['seed']}: "
         f"test {format_scores(metrics['test'])} "
         f"({metrics['epochs']} epochs, {metrics['seconds_per_epoch']:.2f} s/epoch) -> {target}",
-        flush=True,
     )
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from eagrl.errors import ConfigError, DataError
 from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, write_json
-from eagrl.utils.entry import CONFIG_DIR, configure_threads, user_errors
+from eagrl.utils.entry import CONFIG_DIR, configure_threads, report, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -279,16 +279,16 @@ def summarise(cfg, shards: dict[int, dict], paths, selected, threads: int, targe
 
 
 def _finish(metrics: dict, cfg: DictConfig) -> None:
-    """Print the result and copy the metrics into the run directory."""
-    write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    """Report the run: its metrics into the run directory and one summary line."""
     selected = metrics["selected"]
-    print(
+    report(
+        cfg,
+        metrics,
         f"mcts {metrics['backbone']} on {metrics['dataset']}/{metrics['task']}: {metrics['patients']} patients, "
         f"{metrics['complete_answers']} complete answers (parsed {100 * metrics['parse_rate']:.0f} %, correct side "
         f"{100 * metrics['correct_side_rate']:.0f} %, mean R {metrics['mean_r_total']:.3f}); selected "
         f"{selected['trajectories']} trajectories of {selected['patients']} patients {selected['by_label']} "
         f"({metrics['cost']['search_seconds']:.0f} s) -> {metrics['artifact_dir']}",
-        flush=True,
     )
 
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from eagrl.cli.evaluate import ADAPTER_INFO
 from eagrl.errors import ConfigError, DataError
 from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, write_json
-from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, user_errors
+from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -208,15 +208,15 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _finish(metrics: dict, cfg: DictConfig) -> None:
-    """Print the result and copy the metrics into the run directory."""
-    write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    """Report the run: its metrics into the run directory and one summary line."""
     val = metrics["val_loss"]
-    print(
+    report(
+        cfg,
+        metrics,
         f"{metrics['method']} {metrics['backbone']} on {metrics['dataset']}/{metrics['task']}: "
         f"{metrics['examples']['train']} examples, {metrics['optimizer_steps']} steps, train loss "
         f"{metrics['train_loss']:.3f}, val loss {'-' if val is None else f'{val:.3f}'} "
         f"({metrics['seconds_this_run']:.0f} s) -> {metrics['artifact_dir']}",
-        flush=True,
     )
 
 

@@ -47,6 +47,7 @@ def _row(metrics: dict) -> dict:
         generation = metrics["generation"]
         row |= {
             "parse_failure": 100 * metrics["parsing"]["parse_failure_rate"],
+            "pqd_format": 100 * metrics["parsing"].get("pqd_format_rate", float("nan")),
             "seconds": generation["seconds_this_run"],
             "tokens_per_second": generation["generated_tokens_per_second"],
         }
@@ -79,6 +80,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
         columns["parameters"] = grouped["parameters"].first()
     if "parse_failure" in frame:
         columns["parse failures %"] = grouped["parse_failure"].mean().map("{:.1f}".format)
+        columns["PQD format %"] = grouped["pqd_format"].mean().map("{:.1f}".format)
         columns["wall s (CPU)"] = grouped["seconds"].mean().map("{:.0f}".format)
         columns["generated tok/s"] = grouped["tokens_per_second"].mean().map("{:.1f}".format)
     columns["seeds"] = grouped.size()

@@ -58,6 +58,12 @@ class ParsedAnswer:
     def parsed(self) -> bool:
         return self.probability is not None
 
+    @property
+    def pqd_format(self) -> bool:
+        """Whether the answer closes in the PQD format: an ``<Important Features>`` block and a readable
+        ``<Final answer>`` probability."""
+        return self.parsed and self.has_features_tag
+
 
 class FeatureVocabulary:
     """Maps free-text feature mentions to a dataset's canonical feature names."""
@@ -146,12 +152,14 @@ class ParseCounter:
 
     statuses: Counter = field(default_factory=Counter)
     missing_features_tag: int = 0
+    pqd_format: int = 0
     unknown_features: int = 0
     fuzzy_matches: int = 0
 
     def add(self, parsed: ParsedAnswer) -> None:
         self.statuses[parsed.status] += 1
         self.missing_features_tag += not parsed.has_features_tag
+        self.pqd_format += parsed.pqd_format
         self.unknown_features += len(parsed.unknown_features)
         self.fuzzy_matches += parsed.fuzzy_matches
 
@@ -171,6 +179,7 @@ class ParseCounter:
             "parse_failure_rate": self.failure_rate,
             "statuses": dict(self.statuses),
             "missing_features_tag": self.missing_features_tag,
+            "pqd_format_rate": self.pqd_format / self.total if self.total else math.nan,
             "unknown_features": self.unknown_features,
             "fuzzy_matches": self.fuzzy_matches,
         }

@@ -42,6 +42,14 @@ def user_errors(stage: str) -> Callable:
     return decorate
 
 
+def report(cfg: DictConfig, metrics: dict, summary: str) -> None:
+    """Copy a stage's metrics into the run directory (where ``eagrl-aggregate`` looks) and print its summary."""
+    from eagrl.utils.artifacts import write_json
+
+    write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    print(summary, flush=True)
+
+
 def configure_threads(num_threads: int | None) -> int:
     """Set torch's CPU threads: ``num_threads``, or the cores divided among a parallel sweep's jobs.
 

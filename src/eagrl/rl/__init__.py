@@ -1,0 +1,1 @@
+"""Stage 2: attention-aligned policy optimisation (GRPO family with entropy-aware adaptive clipping)."""

@@ -1,0 +1,73 @@
+"""GRPO-family math against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from eagrl.rl.objectives import (
+    ADVANTAGES,
+    AGGREGATIONS,
+    adaptive_clip_high,
+    clipped_surrogate,
+    k3_kl,
+    token_entropy,
+)
+
+
+def test_group_advantages_and_a_zero_variance_group():
+    rewards = torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
+    std = math.sqrt(2 / 3)  # population std of 1, 2, 3
+    expected = torch.tensor([[-1 / (std + 1e-4), 0.0, 1 / (std + 1e-4)], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(ADVANTAGES["grpo"](rewards), expected)
+    torch.testing.assert_close(ADVANTAGES["dr_grpo"](rewards), torch.tensor([[-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize(
+    ("entropy", "expected"),
+    [
+        ([[0.5, 1.0, 1.5]], [[0.2, 0.3, 0.4]]),  # min–max normalised within the group
+        ([[1.0, 1.0, 1.0]], [[0.2, 0.2, 0.2]]),  # equal entropies: no evidence, the fixed clip ε_min
+        ([[math.nan, 1.0, 2.0]], [[0.2, 0.2, 0.4]]),  # no key tokens: ε_min, and left out of the bounds
+        ([[3.0, 1.0], [0.0, 0.0]], [[0.4, 0.2], [0.2, 0.2]]),  # groups are normalised separately
+    ],
+)
+def test_adaptive_clip_mapping(entropy, expected):
+    result = adaptive_clip_high(torch.tensor(entropy), eps_min=0.2, eps_max=0.4)
+    torch.testing.assert_close(result, torch.tensor(expected))
+
+
+def test_clipped_surrogate_on_both_sides():
+    ratios = torch.tensor([[1.5, 0.5], [1.5, 0.5], [1.5, 1.0]])
+    old = torch.zeros(3, 2)
+    advantages = torch.tensor([1.0, -1.0, 1.0])
+    loss, clipped = clipped_surrogate(ratios.log(), old, advantages, eps_low=0.2, eps_high=torch.tensor([0.2, 0.2, 0.4]))
+    # A > 0: r = 1.5 is clipped to 1.2, r = 0.5 is not (the pessimistic bound keeps 0.5)
+    # A < 0: r = 1.5 stays (−1.5 < −1.2), r = 0.5 is clipped to 0.8 (−0.8 < −0.5)
+    # a looser ε_high = 0.4 clips 1.5 to 1.4 only
+    torch.testing.assert_close(loss, torch.tensor([[-1.2, -0.5], [1.5, 0.8], [-1.4, -1.0]]))
+    assert clipped.tolist() == [[True, False], [False, True], [True, False]]
+    scalar, _ = clipped_surrogate(ratios.log(), old, advantages, eps_low=0.2, eps_high=0.2)
+    torch.testing.assert_close(scalar[:2], loss[:2])
+
+
+def test_k3_kl():
+    logp = torch.tensor([[math.log(0.5), math.log(0.3)]])
+    ref = torch.tensor([[math.log(0.25), math.log(0.3)]])
+    expected = torch.tensor([[0.5 - math.log(0.5) - 1, 0.0]])  # exp(Δ) − Δ − 1 with Δ = log(0.25/0.5)
+    torch.testing.assert_close(k3_kl(logp, ref), expected)
+    assert (k3_kl(torch.randn(4, 5), torch.randn(4, 5)) >= 0).all()
+
+
+def test_aggregation_weights():
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    torch.testing.assert_close(AGGREGATIONS["grpo"](mask), torch.tensor([[0.25, 0.25, 0.0], [0.5, 0.0, 0.0]]))
+    torch.testing.assert_close(AGGREGATIONS["dapo"](mask), mask / 3)
+    torch.testing.assert_close(AGGREGATIONS["dr_grpo"](mask, max_tokens=4), mask / 8)
+
+
+def test_token_entropy():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(token_entropy(logits), torch.tensor([math.log(4), 0.0]), atol=1e-5, rtol=0)
