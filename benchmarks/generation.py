@@ -29,7 +29,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from eagrl.evaluation.aggregate import commit, machine, write_section
-from eagrl.policy.backbone import EAGRL_SDPA, load_backbone
+from eagrl.policy.attention import EAGRL_SDPA
+from eagrl.policy.backbone import load_backbone
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
 from eagrl.utils.entry import CONFIG_DIR
 

@@ -21,8 +21,8 @@ from tests.conftest import cli_command, compose_config, run_cli
 
 EXPERT = ["expert=gru", "expert.params.hidden_dim=8", "trainer.max_epochs=2", "logger=none", "num_threads=1"]
 #: 16 patients in shards of 2, guided by the small GRU expert
-MCTS = ["experiment=tiny_stage1", "num_threads=1", "max_patients=16", "patients_per_shard=2", "salient.expert=gru"]
-SFT = ["experiment=tiny_stage1", "num_threads=1", "logger=none"]
+MCTS = ["experiment=tiny", "num_threads=1", "max_patients=16", "patients_per_shard=2", "salient.expert=gru"]
+SFT = ["experiment=tiny", "num_threads=1", "logger=none"]
 
 
 def _artifact(root, stage):
@@ -63,6 +63,7 @@ def test_search_writes_every_patient_once_with_scored_paths(searched):
         (["split=val"], "train split only"),
         (["prompt=vanilla"], "use prompt=pqd"),
         (["salient.expert=adacare"], "run `eagrl-expert expert=adacare"),
+        (["reward.attention=internal"], "a Stage 2 option"),
     ],
 )
 def test_one_line_errors(searched, overrides, message):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eagrl.policy.backbone import EAGRL_SDPA, tiny_random
+from eagrl.policy.attention import EAGRL_SDPA
+from eagrl.policy.backbone import tiny_random
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 4096}  # fmt: skip

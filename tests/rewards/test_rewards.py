@@ -8,7 +8,7 @@ import pytest
 
 from eagrl.errors import ConfigError
 from eagrl.policy.parsing import ParsedAnswer
-from eagrl.rewards import RewardConfig, classification_reward, jaccard, score_answer
+from eagrl.rewards import RewardConfig, attention_agreement, classification_reward, jaccard, score_answer
 
 
 @pytest.mark.parametrize(
@@ -68,3 +68,30 @@ def test_unparseable_answer_gets_the_lowest_reward():
 def test_impossible_settings_are_config_errors(settings):
     with pytest.raises(ConfigError, match="reward"):
         RewardConfig(**settings)
+
+
+def test_attention_agreement():
+    assert attention_agreement([2.0, 2.0], [0.5, 0.5]) == pytest.approx(1.0)  # same distribution
+    assert attention_agreement([1.0, 0.0], [0.0, 1.0]) == pytest.approx(0.0)  # disjoint: JS = 1 bit
+    # p = (0.5, 0.5), q = (1, 0): m = (0.75, 0.25); JS = ½·KL(p‖m) + ½·KL(q‖m)
+    js = 0.5 * (0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25)) + 0.5 * math.log2(1 / 0.75)
+    assert attention_agreement([1.0, 1.0], [1.0, 0.0]) == pytest.approx(1 - js)
+    assert attention_agreement([0.0, 0.0], [0.5, 0.5]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("attention", "expected_att"), [("declared", 1 / 3), ("internal", 0.8), ("both", (1 / 3 + 0.8) / 2), ("none", 0.0)]
+)
+def test_attention_modes(attention, expected_att):
+    parsed = ParsedAnswer(probability=0.8, status="ok", features=("LDH", "CRP"))
+    terms = score_answer(parsed, 1, ["LDH", "Albumin"], RewardConfig(attention=attention), internal=0.8)
+    assert terms.att == pytest.approx(expected_att)
+    assert terms.total == pytest.approx(0.6 * terms.cls + 0.4 * expected_att)
+
+
+def test_internal_attention_must_be_given_and_modes_are_checked():
+    parsed = ParsedAnswer(probability=0.8, status="ok")
+    with pytest.raises(ValueError, match="internal"):
+        score_answer(parsed, 1, [], RewardConfig(attention="internal"))
+    with pytest.raises(ConfigError, match="reward.attention"):
+        RewardConfig(attention="eyes")

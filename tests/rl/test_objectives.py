@@ -43,7 +43,9 @@ def test_clipped_surrogate_on_both_sides():
     ratios = torch.tensor([[1.5, 0.5], [1.5, 0.5], [1.5, 1.0]])
     old = torch.zeros(3, 2)
     advantages = torch.tensor([1.0, -1.0, 1.0])
-    loss, clipped = clipped_surrogate(ratios.log(), old, advantages, eps_low=0.2, eps_high=torch.tensor([0.2, 0.2, 0.4]))
+    loss, clipped = clipped_surrogate(
+        ratios.log(), old, advantages, eps_low=0.2, eps_high=torch.tensor([0.2, 0.2, 0.4])
+    )
     # A > 0: r = 1.5 is clipped to 1.2, r = 0.5 is not (the pessimistic bound keeps 0.5)
     # A < 0: r = 1.5 stays (−1.5 < −1.2), r = 0.5 is clipped to 0.8 (−0.8 < −0.5)
     # a looser ε_high = 0.4 clips 1.5 to 1.4 only

@@ -2,7 +2,7 @@
 
     eagrl-expert expert=concare dataset=tjh      # the expert whose salient features guide the search
     eagrl-mcts dataset=tjh backbone=smollm2_135m
-    eagrl-mcts experiment=tiny_stage1            # seconds, with the tiny random backbone
+    eagrl-mcts experiment=tiny            # seconds, with the tiny random backbone
 
 Artifacts go to ``<paths.artifact_dir>/mcts/<dataset>/<task>/<backbone>/<config hash>/``: ``shards/shard-NNNNN.json``
 (the searched patients of one lockstep batch, written atomically: a killed run redoes at most one shard and
@@ -28,37 +28,14 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from eagrl.errors import ConfigError, DataError
-from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, write_json
+from eagrl.experts.salient import check_patients, expert_importance, salient_features
+from eagrl.utils.artifacts import config_hash, file_digest, write_json
 from eagrl.utils.entry import CONFIG_DIR, configure_threads, report, user_errors
 
 log = logging.getLogger(__name__)
 
 #: config blocks that do not change the search itself
 SELECTION_KEYS = ("mcts.selection",)
-
-
-def expert_salient_sets(cfg: DictConfig) -> tuple[Path, pd.DataFrame]:
-    """The expert importance file this search reads, and its rows (``patient_id``, ``split``, ``ranking``)."""
-    root = Path(cfg.paths.artifact_dir).expanduser().resolve()
-    folder = find_artifact(
-        cfg.salient.dir,
-        root / "expert" / cfg.dataset.name / cfg.task.name / cfg.salient.expert,
-        "importance.parquet",
-        f"run `eagrl-expert expert={cfg.salient.expert} dataset={cfg.dataset.name} task={cfg.task.name} "
-        f"seed={cfg.salient.seed}` first, or set salient.dir",
-        pattern=f"seed{cfg.salient.seed}-*",
-    )
-    path = folder / "importance.parquet"
-    try:
-        frame = pd.read_parquet(path, columns=["patient_id", "split", "ranking"])
-    except (OSError, ValueError, KeyError) as error:
-        raise DataError(f"{path}: unreadable expert importance ({type(error).__name__}: {error})") from None
-    return path, frame
-
-
-def salient_features(ranking, visible: set[str], top_k: int) -> list[str]:
-    """C_exp: the expert's ``top_k`` highest-ranked features among those the prompt shows."""
-    return [name for name in ranking if name in visible][:top_k]
 
 
 def artifact_dir(cfg: DictConfig, importance_path: Path) -> Path:
@@ -113,9 +90,14 @@ def run(cfg: DictConfig) -> dict:
     search = SearchConfig.from_config(cfg.mcts, seed=cfg.seed)
     selection = SelectionConfig.from_config(cfg.mcts.selection)
     reward = RewardConfig.from_config(cfg.reward)
+    if reward.needs_internal:
+        raise ConfigError(
+            f"reward.attention={reward.attention}: the search scores declared features (reward.attention=declared "
+            "or none); the internal attention reward is a Stage 2 option"
+        )
     threads = configure_threads(cfg.num_threads)
 
-    importance_path, importance = expert_salient_sets(cfg)
+    importance_path, importance = expert_importance(cfg)
     target = artifact_dir(cfg, importance_path)
     shard_dir = target / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -132,13 +114,8 @@ def run(cfg: DictConfig) -> dict:
         records, prompts = records[: cfg.max_patients], prompts[: cfg.max_patients]
     if not records:
         raise ConfigError(f"the {cfg.split} split of {cfg.dataset.name} holds no patient to search")
-    rankings = importance[importance["split"] == cfg.split].set_index("patient_id")["ranking"]
-    missing = [record.patient_id for record in records if record.patient_id not in rankings.index]
-    if missing:
-        raise DataError(
-            f"{importance_path}: no importance for {len(missing)} {cfg.split} patient(s) (e.g. {missing[0]}); "
-            "the expert was trained on another cohort version: rerun eagrl-expert"
-        )
+    check_patients(importance, [record.patient_id for record in records], importance_path)
+    rankings = importance["ranking"]
     static = set(datamodule.features.static_names)
 
     size = cfg.patients_per_shard

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -142,6 +143,8 @@ def run(cfg: DictConfig) -> dict:
     model = attach_lora(backbone.model, cfg.backbone.lora)
     module = PolicySFTModule(model, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay)
     checkpoints = target / "checkpoints"
+    if cfg.overwrite:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     checkpoint = ModelCheckpoint(
         dirpath=checkpoints, save_top_k=0, save_last=True, every_n_train_steps=cfg.sft.checkpoint_every_steps
     )

@@ -44,11 +44,13 @@ class PatientRecord:
 
 @dataclass(frozen=True)
 class ChatPrompt:
-    """A system + user message pair and the dynamic features in the order their lines appear."""
+    """A system + user message pair, the dynamic features in the order their lines appear, and those lines
+    (to find a feature's tokens in the prompt, e.g. for the policy's attention over it)."""
 
     system: str
     user: str
     feature_order: tuple[str, ...]
+    feature_lines: tuple[str, ...] = ()
 
     def messages(self) -> list[dict[str, str]]:
         """Chat-template messages."""
@@ -159,4 +161,9 @@ def build_prompt(
     if unobserved:
         parts.append(f"Not measured at any visit: {'; '.join(unobserved)}.")
     parts += ["", f"Task: {task_cfg['question']}", prompt_cfg["instructions"].strip()]
-    return ChatPrompt(system=prompt_cfg["system"].strip(), user="\n".join(parts), feature_order=tuple(order))
+    return ChatPrompt(
+        system=prompt_cfg["system"].strip(),
+        user="\n".join(parts),
+        feature_order=tuple(order),
+        feature_lines=tuple(lines),
+    )

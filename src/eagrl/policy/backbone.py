@@ -23,17 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (
-    AttentionInterface,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from eagrl.errors import ConfigError, DataError
+from eagrl.policy import attention  # noqa: F401  (registers attn_implementation "eagrl_sdpa")
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +35,6 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-#: our attention implementation: PyTorch SDPA with a fast decode path for grouped-query attention on CPUs
-EAGRL_SDPA = "eagrl_sdpa"
-
-
-def _sdpa_packed_decode(module, query, key, value, attention_mask, **kwargs):
-    """SDPA that always takes the packed grouped-query path when decoding one token.
-
-    transformers passes ``enable_gqa=True`` to SDPA when there is no mask, which on CPUs is ~10x slower for a
-    single query token than packing the query heads per key/value head (measured in BENCHMARKS.md). An additive
-    all-zero mask (a no-op) selects the packed path. Shapes: query (batch, heads, 1, head_dim).
-    """
-    if attention_mask is None and query.shape[2] == 1 and getattr(module, "num_key_value_groups", 1) > 1:
-        attention_mask = torch.zeros(1, 1, 1, key.shape[2], dtype=query.dtype, device=query.device)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-
-
-AttentionInterface.register(EAGRL_SDPA, _sdpa_packed_decode)
-AttentionMaskInterface.register(EAGRL_SDPA, sdpa_mask)
 
 
 @dataclass

@@ -4,6 +4,10 @@
     R_att = |C ∩ C_exp| / |C ∪ C_exp|    (Jaccard of declared vs expert salient features; 0 when both empty)
     R     = w_cls · R_cls + w_att · R_att (the paper: w_cls = λ = 0.6, w_att = 1 − λ)
 
+``attention`` chooses what R_att measures: ``declared`` (the paper), ``internal`` (our extension: agreement of
+the policy's own attention over each feature's prompt tokens with the expert's importance distribution,
+1 − Jensen–Shannon divergence in bits), ``both`` (their mean) or ``none`` (R_att = 0).
+
 ŷ is clipped to ``[clip, 1 − clip]`` before the log. An answer with no readable probability gets
 ``parse_failure_reward`` (the lowest reward) instead of R. With ``margin_beta`` and the two weights, both the
 paper's weighting and the one reported for the authors' code (log-lik 1.0, margin 0.5, IoU 0.1) are configs.
@@ -12,11 +16,16 @@ paper's weighting and the one reported for the authors' code (log-lik 1.0, margi
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from eagrl.errors import ConfigError
 from eagrl.policy.parsing import ParsedAnswer
+
+#: what R_att can measure
+ATTENTION_MODES = ("declared", "internal", "both", "none")
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,7 @@ class RewardConfig:
         margin_beta: β of the margin bonus Δ.
         clip: ŷ is clipped to [clip, 1 − clip] inside the log.
         parse_failure_reward: R of an answer with no readable probability.
+        attention: what R_att measures: declared, internal, both or none.
     """
 
     cls_weight: float = 0.6
@@ -36,8 +46,11 @@ class RewardConfig:
     margin_beta: float = 0.5
     clip: float = 0.01
     parse_failure_reward: float = -5.0
+    attention: str = "declared"
 
     def __post_init__(self):
+        if self.attention not in ATTENTION_MODES:
+            raise ConfigError(f"reward.attention={self.attention!r}: use one of {', '.join(ATTENTION_MODES)}")
         if not 0.0 < self.clip < 0.5:
             raise ConfigError(f"reward.clip must be within (0, 0.5), got {self.clip}")
         for name in ("cls_weight", "att_weight", "margin_beta", "parse_failure_reward"):
@@ -47,7 +60,13 @@ class RewardConfig:
     @classmethod
     def from_config(cls, cfg: Mapping) -> RewardConfig:
         """Build from the ``reward`` group (keys beyond the dataclass fields are ignored)."""
-        return cls(**{name: float(cfg[name]) for name in cls.__dataclass_fields__ if name in cfg})
+        values = {name: cfg[name] for name in cls.__dataclass_fields__ if name in cfg}
+        return cls(**{name: value if name == "attention" else float(value) for name, value in values.items()})
+
+    @property
+    def needs_internal(self) -> bool:
+        """Whether R_att needs the policy's internal attention."""
+        return self.attention in ("internal", "both")
 
 
 @dataclass(frozen=True)
@@ -80,11 +99,40 @@ def jaccard(declared: Collection[str], expert: Collection[str]) -> float:
     return len(declared & expert) / len(union) if union else 0.0
 
 
-def score_answer(parsed: ParsedAnswer, label: int, expert_features: Collection[str], cfg: RewardConfig) -> RewardTerms:
-    """R of one parsed answer given the label and the expert's salient set C_exp."""
+def attention_agreement(feature_mass: Sequence[float], expert_distribution: Sequence[float]) -> float:
+    """1 − JS(p ‖ q) in bits, in [0, 1]: p = the policy's attention mass per feature (normalised here), q = the
+    expert's importance distribution over the same features. 0 when the policy gave the features no mass."""
+    p = np.clip(np.asarray(feature_mass, dtype=np.float64), 0.0, None)
+    q = np.clip(np.asarray(expert_distribution, dtype=np.float64), 0.0, None)
+    if p.sum() <= 0 or q.sum() <= 0:
+        return 0.0
+    p, q = p / p.sum(), q / q.sum()
+    middle = (p + q) / 2
+
+    def kl(a: np.ndarray) -> float:
+        support = a > 0
+        return float(np.sum(a[support] * np.log2(a[support] / middle[support])))
+
+    return 1.0 - (kl(p) + kl(q)) / 2
+
+
+def score_answer(
+    parsed: ParsedAnswer,
+    label: int,
+    expert_features: Collection[str],
+    cfg: RewardConfig,
+    internal: float | None = None,
+) -> RewardTerms:
+    """R of one parsed answer given the label, the expert's salient set C_exp and, for ``attention`` internal or
+    both, the internal attention agreement (:func:`attention_agreement`)."""
     if parsed.probability is None:
         return RewardTerms(total=cfg.parse_failure_reward, cls=math.nan, att=math.nan, parsed=False)
+    if cfg.needs_internal and internal is None:
+        raise ValueError(f"reward.attention={cfg.attention} needs the internal attention agreement")
     cls_term = classification_reward(parsed.probability, label, cfg.margin_beta, cfg.clip)
-    att_term = jaccard(parsed.features, expert_features)
+    declared = jaccard(parsed.features, expert_features)
+    att_term = {"declared": declared, "internal": internal, "both": (declared + (internal or 0.0)) / 2, "none": 0.0}[
+        cfg.attention
+    ]
     total = cfg.cls_weight * cls_term + cfg.att_weight * att_term
     return RewardTerms(total=total, cls=cls_term, att=att_term, parsed=True)

@@ -1,0 +1,252 @@
+"""``eagrl-rl``: Stage 2 — attention-aligned RL of the policy (EAG-RL, or the GRPO / DAPO baselines).
+
+    eagrl-rl dataset=tjh backbone=smollm2_135m            # EAG-RL from the newest Stage-1 SFT adapter
+    eagrl-rl rl=grpo        eagrl-rl rl=dapo               # baselines from the same adapter
+    eagrl-rl ablation=no_stage1                            # from the base model with a fresh adapter
+    eagrl-evaluate adapter=artifacts/rl/tjh/mortality/smollm2_135m/eagrl-none-<hash>
+
+The policy continues training the Stage-1 LoRA adapter (``init.from=sft``); the KL reference is the base model
+with the adapter disabled, so no second model sits in memory. Artifacts go to
+``<paths.artifact_dir>/rl/<dataset>/<task>/<backbone>/<rl.name>-<ablation>-<hash>/``: the adapter (loadable by
+``eagrl-evaluate adapter=<folder>``), ``eagrl_adapter.json``, ``history.csv`` (every step's rewards, ε_high,
+clip fractions, entropy, KL, lengths, parse failures, timings), ``metrics.json`` and ``checkpoints/last.ckpt``
+(a killed run resumes with the next step). The hash covers the config, the initial adapter's weights and the
+expert's importance file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from eagrl.cli.evaluate import ADAPTER_INFO
+from eagrl.errors import ConfigError
+from eagrl.experts.salient import check_patients, expert_importance, importance_distribution, salient_features
+from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, write_json
+from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
+
+log = logging.getLogger(__name__)
+
+INIT_SOURCES = ("sft", "base")
+
+
+def init_adapter(cfg: DictConfig) -> Path | None:
+    """The adapter RL starts from (None for ``init.from=base``)."""
+    if cfg.init["from"] not in INIT_SOURCES:
+        raise ConfigError(f"init.from={cfg.init['from']!r}: use one of {', '.join(INIT_SOURCES)}")
+    if cfg.init["from"] == "base":
+        return None
+    root = Path(cfg.paths.artifact_dir).expanduser().resolve()
+    return find_artifact(
+        cfg.init.adapter,
+        root / "sft" / cfg.dataset.name / cfg.task.name / cfg.backbone.name,
+        ADAPTER_INFO,
+        f"run `eagrl-sft dataset={cfg.dataset.name} task={cfg.task.name} backbone={cfg.backbone.name}` first, set "
+        "init.adapter=<an eagrl-sft folder>, or start from the base model (ablation=no_stage1)",
+        pattern="trajectory-*",
+    )
+
+
+def build_prompts(cfg: DictConfig, datamodule, tokenizer, importance) -> list:
+    """The training patients as :class:`~eagrl.rl.rollout.RLPrompt` (prompt tokens, feature spans, C_exp)."""
+    from eagrl.rl.rollout import RLPrompt, line_token_spans
+
+    records = datamodule.records("train")
+    prompts = datamodule.prompts("train", cfg.task, cfg.prompt)
+    if cfg.max_patients:
+        records, prompts = records[: cfg.max_patients], prompts[: cfg.max_patients]
+    names = datamodule.features.static_names + datamodule.features.dynamic_names
+    static = set(datamodule.features.static_names)
+    built = []
+    for record, prompt in zip(records, prompts, strict=True):
+        text = tokenizer.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
+        ids, spans = line_token_spans(tokenizer, text, prompt.feature_lines)
+        row = importance.loc[record.patient_id]
+        built.append(
+            RLPrompt(
+                patient_id=record.patient_id,
+                label=record.label,
+                prompt_ids=ids,
+                expert_features=tuple(
+                    salient_features(row["ranking"], static | set(prompt.feature_order), cfg.salient.top_k)
+                ),
+                feature_names=prompt.feature_order,
+                feature_spans=tuple(spans),
+                expert_distribution=importance_distribution(row["importance"], names, prompt.feature_order),
+            )
+        )
+    return built
+
+
+def method_name(cfg: DictConfig) -> str:
+    """``rl-<algorithm>`` plus the ablation when there is one."""
+    return f"rl-{cfg.rl.name}" + ("" if cfg.ablation_name == "none" else f"-{cfg.ablation_name}")
+
+
+@user_errors("rl")
+def run(cfg: DictConfig) -> dict:
+    """Train (or resume) the RL adapter, save it with its history; return the metrics."""
+    from eagrl.policy.backbone import attach_lora, load_adapter, load_backbone
+    from eagrl.policy.parsing import FeatureVocabulary
+    from eagrl.rewards import RewardConfig
+    from eagrl.rl.module import PolicyRLModule, RLConfig, paper_reward
+
+    rl = RLConfig.from_config(cfg.rl, seed=cfg.seed)
+    reward = RewardConfig.from_config(cfg.reward)
+    threads = configure_threads(cfg.num_threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    start = init_adapter(cfg)
+    importance_path, importance = expert_importance(cfg)
+    inputs = {"expert_importance": file_digest(importance_path)}
+    if start is not None:
+        inputs["init_adapter"] = file_digest(start / "adapter_model.safetensors")
+    root = Path(cfg.paths.artifact_dir).expanduser().resolve()
+    target = root / "rl" / cfg.dataset.name / cfg.task.name / cfg.backbone.name
+    target = target / f"{cfg.rl.name}-{cfg.ablation_name}-{config_hash(cfg, inputs=inputs)}"
+    metrics_path = target / "metrics.json"
+    if metrics_path.is_file() and not cfg.overwrite:
+        log.info("RL adapter already trained: %s (overwrite=true retrains)", target)
+        metrics = json.loads(metrics_path.read_text())
+        _finish(metrics, cfg)
+        return metrics
+    target.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.datamodule)
+    datamodule.prepare_data()
+    datamodule.setup()
+    check_patients(importance, datamodule.arrays["train"].patient_ids, importance_path)
+    backbone = load_backbone(cfg.backbone)
+    if reward.needs_internal and cfg.backbone.attn_implementation != "eagrl_sdpa":
+        raise ConfigError(
+            f"reward.attention={reward.attention} reads attention through backbone.attn_implementation=eagrl_sdpa "
+            f"(got {cfg.backbone.attn_implementation})"
+        )
+    prompts = build_prompts(cfg, datamodule, backbone.tokenizer, importance)
+    if start is not None:
+        model = load_adapter(backbone.model, start, trainable=True)
+    else:
+        model = attach_lora(backbone.model, cfg.backbone.lora)
+    layers = list(cfg.reward.attention_layers) if reward.needs_internal else []
+    module = PolicyRLModule(
+        model,
+        backbone.tokenizer,
+        prompts,
+        rl,
+        reward=paper_reward(FeatureVocabulary(datamodule.features), reward),
+        vocabulary=FeatureVocabulary(datamodule.features),
+        probe_layers=layers,
+    )
+    checkpoints = target / "checkpoints"
+    if cfg.overwrite:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    last = checkpoints / "last.ckpt"
+    resume = last if last.is_file() else None
+    loggers = build_loggers(cfg.get("logger"))
+    trainer = instantiate(
+        cfg.trainer,
+        max_epochs=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                save_top_k=0,
+                save_last=True,
+                every_n_train_steps=max(1, cfg.rl.checkpoint_every_steps * rl.updates_per_step),
+            )
+        ],
+        logger=loggers or False,
+    )
+    status = "failed"
+    started = time.perf_counter()
+    try:
+        if resume:
+            log.info("resuming from %s", resume)
+        if rl.steps:
+            trainer.fit(module, DataLoader(torch.arange(rl.steps), batch_size=1), ckpt_path=resume)
+        seconds = time.perf_counter() - started
+        model.save_pretrained(target)
+        history = pd.DataFrame(module.history)
+        history.to_csv(target / "history.csv", index=False)
+        write_json(
+            target / ADAPTER_INFO,
+            {
+                "method": method_name(cfg),
+                "backbone": cfg.backbone.name,
+                "dataset": cfg.dataset.name,
+                "task": cfg.task.name,
+                "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+                "inputs": inputs,
+                "init_adapter": str(start) if start else None,
+            },
+        )
+        metrics = summarise(cfg, history, seconds, threads, target, resume is not None)
+        write_json(metrics_path, metrics)
+        status = "success"
+    finally:
+        close_loggers(loggers, status)
+    _finish(metrics, cfg)
+    return metrics
+
+
+def summarise(cfg, history: pd.DataFrame, seconds: float, threads: int, target: Path, resumed: bool) -> dict:
+    """metrics.json of an RL run: the first and last steps' means of every logged value, and the cost."""
+    window = min(5, len(history))
+    first = history.head(window).mean(numeric_only=True).to_dict() if window else {}
+    last = history.tail(window).mean(numeric_only=True).to_dict() if window else {}
+    return {
+        "dataset": cfg.dataset.name,
+        "task": cfg.task.name,
+        "backbone": cfg.backbone.name,
+        "method": method_name(cfg),
+        "seed": cfg.seed,
+        "steps": len(history),
+        "first_steps": first,
+        "last_steps": last,
+        "seconds_this_run": seconds,
+        "seconds_per_step": seconds / len(history) if len(history) else None,
+        "resumed": resumed,
+        "threads": threads,
+        "artifact_dir": str(target),
+    }
+
+
+def _finish(metrics: dict, cfg: DictConfig) -> None:
+    """Report the run: its metrics into the run directory and one summary line."""
+    first, last = metrics["first_steps"], metrics["last_steps"]
+    trend = (
+        f"reward {first.get('reward', np.nan):.3f} -> {last.get('reward', np.nan):.3f}, accuracy "
+        f"{first.get('accuracy', np.nan):.2f} -> {last.get('accuracy', np.nan):.2f} (first / last 5 steps)"
+        if metrics["steps"]
+        else "no RL step (the initial adapter is saved as it is)"
+    )
+    report(
+        cfg,
+        metrics,
+        f"{metrics['method']} {metrics['backbone']} on {metrics['dataset']}/{metrics['task']}: {metrics['steps']} "
+        f"steps, {trend} ({metrics['seconds_this_run']:.0f} s) -> {metrics['artifact_dir']}",
+    )
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="rl", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Console script ``eagrl-rl``."""
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""``PolicyRLModule``: Stage 2 of EAG-RL, a LightningModule that trains the policy's LoRA adapter with the GRPO
+family (METHOD §6): EAG-RL (entropy-aware adaptive up-clip), GRPO (symmetric clip) and DAPO (clip-higher and
+dynamic sampling on accuracy), chosen by ``conf/rl/*.yaml``.
+
+One training step (manual optimisation):
+
+1. sample ``prompts_per_step`` training patients (seeded by the step) and ``group_size`` answers each through
+   the :class:`~eagrl.policy.engine.GenerationEngine` (π_old = the current policy);
+2. score every answer without gradients: log π_old per token, the entropy over the key clinical tokens
+   (``<Important Features>``), the attention over each feature's prompt tokens when R_att is internal, and
+   log π_ref with the adapter disabled when ``kl_coef`` > 0; reward each answer;
+3. DAPO's dynamic sampling drops groups whose accuracy (ŷ on the label's side of 0.5) is all equal and draws
+   more patients, up to ``max_resample_rounds``;
+4. group-relative advantages; ε_high per answer (adaptive from the key-token entropy, or fixed);
+5. ``updates_per_step`` optimiser steps over minibatches of groups (the later ones are off-policy, where the
+   clip acts), backpropagating one group at a time with the aggregation's per-token weights.
+
+Every value is logged as ``train/…`` per step. Checkpoints hold the adapter, the optimiser and the number of
+finished steps, so a resumed run continues with the next step's patients.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from eagrl.errors import ConfigError
+from eagrl.policy.engine import GenerationEngine, SamplingConfig
+from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
+from eagrl.rewards import RewardConfig, RewardTerms, attention_agreement, score_answer
+from eagrl.rl.objectives import ADVANTAGES, AGGREGATIONS, adaptive_clip_high, clipped_surrogate, k3_kl
+from eagrl.rl.rollout import RLPrompt, Scored, feature_mass, key_token_span, score_responses
+
+log = logging.getLogger(__name__)
+
+#: (prompt, answer text, parsed answer, internal attention agreement or None) -> reward terms
+RewardFunction = Callable[[RLPrompt, str, ParsedAnswer, float | None], RewardTerms]
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """The ``rl`` config group (see conf/rl/*.yaml for units and the paper's values)."""
+
+    name: str = "eagrl"
+    steps: int = 30
+    prompts_per_step: int = 4
+    group_size: int = 4
+    updates_per_step: int = 2
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_new_tokens: int = 320
+    temperature: float = 1.0
+    top_p: float = 1.0
+    advantage: str = "grpo"
+    aggregation: str = "dapo"
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    adaptive_clip: bool = True
+    eps_min: float = 0.2
+    eps_max: float = 0.4
+    kl_coef: float = 0.0
+    dynamic_sampling: bool = False
+    max_resample_rounds: int = 1
+    batch_size: int = 16
+    checkpoint_every_steps: int = 5
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.advantage not in ADVANTAGES:
+            raise ConfigError(f"rl.advantage={self.advantage!r}: use one of {', '.join(ADVANTAGES)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"rl.aggregation={self.aggregation!r}: use one of {', '.join(AGGREGATIONS)}")
+        if self.group_size < 2:
+            raise ConfigError(
+                f"rl.group_size must be >= 2 (advantages are relative within a group), got {self.group_size}"
+            )
+        if self.prompts_per_step < 1 or self.updates_per_step < 1 or self.steps < 0:
+            raise ConfigError("rl.prompts_per_step and rl.updates_per_step must be >= 1, rl.steps >= 0")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, seed: int) -> RLConfig:
+        """Build from the ``rl`` group (unknown keys are ignored)."""
+        return cls(**{name: cfg[name] for name in cls.__dataclass_fields__ if name in cfg}, seed=seed)
+
+
+@dataclass
+class Group:
+    """One prompt, its sampled answers and everything measured on them (G answers)."""
+
+    prompt: RLPrompt
+    responses: list[list[int]]
+    texts: list[str]
+    terms: list[RewardTerms]
+    correct: torch.Tensor
+    old: Scored
+    key_entropy: torch.Tensor
+    ref_logp: torch.Tensor | None = None
+    advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    eps_high: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        return torch.tensor([terms.total for terms in self.terms], dtype=torch.float32)
+
+
+def paper_reward(vocabulary: FeatureVocabulary, cfg: RewardConfig) -> RewardFunction:
+    """The EAG-RL reward of an answer (``src/eagrl/rewards``)."""
+
+    def reward(prompt: RLPrompt, text: str, parsed: ParsedAnswer, internal: float | None) -> RewardTerms:
+        return score_answer(parsed, prompt.label, prompt.expert_features, cfg, internal)
+
+    return reward
+
+
+class PolicyRLModule(L.LightningModule):
+    """GRPO-family RL of a LoRA policy on :class:`RLPrompt` patients.
+
+    Args:
+        model: the policy (a peft model; only the adapter trains; ``disable_adapter`` gives the reference).
+        tokenizer: its tokenizer.
+        prompts: the training patients.
+        rl: the algorithm's settings.
+        reward: the reward function of one answer.
+        vocabulary: reads declared features from answers.
+        probe_layers: layers whose attention gives the internal attention agreement (empty = not needed).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        prompts: Sequence[RLPrompt],
+        rl: RLConfig,
+        reward: RewardFunction,
+        vocabulary: FeatureVocabulary | None = None,
+        probe_layers: Sequence[int] = (),
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        # checkpoints hold the adapter only (see on_save_checkpoint)
+        self.strict_loading = False
+        self.model, self.tokenizer, self.prompts, self.rl = model, tokenizer, list(prompts), rl
+        self.reward, self.vocabulary, self.probe_layers = reward, vocabulary, tuple(probe_layers)
+        self.engine = GenerationEngine(model, tokenizer, batch_size=rl.batch_size, progress=False)
+        self.completed_steps = 0
+        self.history: list[dict[str, float]] = []
+
+    # ---- Lightning plumbing -------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        trainable = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.rl.lr, weight_decay=self.rl.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {name for name, parameter in self.named_parameters() if parameter.requires_grad}
+        checkpoint["state_dict"] = {key: value for key, value in checkpoint["state_dict"].items() if key in trainable}
+        checkpoint["rl_completed_steps"] = self.completed_steps
+        checkpoint["rl_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.completed_steps = checkpoint.get("rl_completed_steps", 0)
+        self.history = list(checkpoint.get("rl_history", []))
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        """One RL step; ``batch`` holds the step number (steps finished before a resume are skipped)."""
+        step = int(batch[0])
+        if step < self.completed_steps:
+            return
+        self.model.eval()  # no dropout: π_old and π_θ differ by the updates only
+        started = time.perf_counter()
+        groups, stats = self.collect(step)
+        stats["seconds/rollout"] = time.perf_counter() - started
+        if groups:
+            started = time.perf_counter()
+            stats |= self.update(groups)
+            stats["seconds/update"] = time.perf_counter() - started
+        self.completed_steps = step + 1
+        stats["step"] = float(step)
+        self.history.append(stats)
+        self.log_dict({f"train/{key}": value for key, value in stats.items()}, on_step=True, batch_size=1)
+
+    # ---- rollouts ---------------------------------------------------------------------------------------------
+    def collect(self, step: int) -> tuple[list[Group], dict[str, float]]:
+        """Sample, score and reward groups for one step (with DAPO's dynamic sampling when enabled)."""
+        rng = np.random.default_rng([self.rl.seed, step])
+        order = rng.permutation(len(self.prompts)).tolist()
+        wanted = min(self.rl.prompts_per_step, len(self.prompts))
+        kept: list[Group] = []
+        sampled: list[Group] = []
+        rounds = 0
+        while order and len(kept) < wanted:
+            take, order = order[: wanted - len(kept)], order[wanted - len(kept) :]
+            fresh = self.sample_groups([self.prompts[index] for index in take], step)
+            sampled += fresh
+            kept += [group for group in fresh if not self.rl.dynamic_sampling or group.correct.unique().numel() > 1]
+            rounds += 1
+            if not self.rl.dynamic_sampling or rounds > self.rl.max_resample_rounds:
+                break
+        for group in kept:
+            group.advantages = ADVANTAGES[self.rl.advantage](group.rewards[None])[0]
+            group.eps_high = (
+                adaptive_clip_high(group.key_entropy[None], self.rl.eps_min, self.rl.eps_max)[0]
+                if self.rl.adaptive_clip
+                else torch.full((len(group.responses),), self.rl.eps_high)
+            )
+        return kept, self.rollout_stats(sampled, kept)
+
+    @torch.no_grad()
+    def sample_groups(self, prompts: list[RLPrompt], step: int) -> list[Group]:
+        """G answers per prompt from the current policy, scored and rewarded."""
+        sampling = SamplingConfig(
+            max_new_tokens=self.rl.max_new_tokens,
+            temperature=self.rl.temperature,
+            top_p=self.rl.top_p,
+            stop_strings=("</Final answer>",),
+            seed=self.rl.seed,
+        )
+        answers = self.engine.generate(
+            [prompt.prompt_ids for prompt in prompts],
+            sampling,
+            num_samples=self.rl.group_size,
+            keys=[f"{step}/{prompt.patient_id}" for prompt in prompts],
+        )
+        pad_id = self.tokenizer.pad_token_id
+        groups = []
+        for prompt, generations in zip(prompts, answers, strict=True):
+            responses = [generation.token_ids or [pad_id] for generation in generations]
+            texts = [generation.text for generation in generations]
+            old = score_responses(
+                self.model, prompt.prompt_ids, responses, pad_id, entropy=True, probe_layers=self.probe_layers
+            )
+            masses = feature_mass(old.prompt_mass, prompt.feature_spans) if old.prompt_mass is not None else None
+            terms, correct, key_entropy = [], [], []
+            for row, text in enumerate(texts):
+                parsed = parse_answer(text, self.vocabulary)
+                internal = attention_agreement(masses[row], prompt.expert_distribution) if masses is not None else None
+                terms.append(self.reward(prompt, text, parsed, internal))
+                correct.append(parsed.parsed and (parsed.probability > 0.5) == (prompt.label == 1))
+                span = key_token_span(self.tokenizer, responses[row])
+                key_entropy.append(
+                    old.entropy[row, span[0] : span[1]].mean().item() if span and span[1] > span[0] else math.nan
+                )
+            ref_logp = None
+            if self.rl.kl_coef > 0:
+                with self.model.disable_adapter():
+                    ref_logp = score_responses(self.model, prompt.prompt_ids, responses, pad_id).logp
+            groups.append(
+                Group(
+                    prompt=prompt,
+                    responses=responses,
+                    texts=texts,
+                    terms=terms,
+                    correct=torch.tensor(correct),
+                    old=old,
+                    key_entropy=torch.tensor(key_entropy),
+                    ref_logp=ref_logp,
+                )
+            )
+        return groups
+
+    def rollout_stats(self, sampled: list[Group], kept: list[Group]) -> dict[str, float]:
+        """Means over every sampled answer (reward parts, accuracy, parse failures, lengths, entropy)."""
+        terms = [terms for group in sampled for terms in group.terms]
+        lengths = torch.cat([group.old.mask.sum(-1) for group in sampled])
+        entropy = torch.cat([group.old.entropy.sum(-1) / group.old.mask.sum(-1).clamp_min(1) for group in sampled])
+        key_entropy = torch.cat([group.key_entropy for group in sampled])
+        stats = {
+            "reward": float(np.mean([t.total for t in terms])),
+            "reward_cls": float(np.nanmean([t.cls for t in terms])) if any(t.parsed for t in terms) else math.nan,
+            "reward_att": float(np.nanmean([t.att for t in terms])) if any(t.parsed for t in terms) else math.nan,
+            "accuracy": float(torch.cat([group.correct for group in sampled]).float().mean()),
+            "parse_failure": float(np.mean([not t.parsed for t in terms])),
+            "response_tokens": float(lengths.mean()),
+            "entropy": float(entropy.mean()),
+            "key_entropy": float(np.nanmean(key_entropy.numpy())) if torch.isfinite(key_entropy).any() else math.nan,
+            "groups_sampled": float(len(sampled)),
+            "groups_kept": float(len(kept)),
+        }
+        if kept:
+            eps_high = torch.cat([group.eps_high for group in kept])
+            stats |= {"eps_high_mean": float(eps_high.mean()), "eps_high_max": float(eps_high.max())}
+        return stats
+
+    # ---- updates ----------------------------------------------------------------------------------------------
+    def update(self, groups: list[Group]) -> dict[str, float]:
+        """``updates_per_step`` optimiser steps over minibatches of groups; returns loss and clip statistics."""
+        optimizer = self.optimizers()
+        minibatches = [
+            batch for batch in np.array_split(np.arange(len(groups)), self.rl.updates_per_step) if len(batch)
+        ]
+        totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "clip_high_fraction": 0.0, "clip_low_fraction": 0.0}
+        tokens = 0.0
+        skipped_updates = 0
+        for indices in minibatches:
+            members = [groups[index] for index in indices]
+            width = max(group.old.mask.shape[1] for group in members)
+            mask = torch.cat(
+                [torch.nn.functional.pad(group.old.mask, (0, width - group.old.mask.shape[1])) for group in members]
+            )
+            weights = AGGREGATIONS[self.rl.aggregation](mask, self.rl.max_new_tokens)
+            row = 0
+            loss_sum = 0.0
+            finite = True
+            for group in members:
+                rows, length = len(group.responses), group.old.mask.shape[1]
+                group_weights = weights[row : row + rows, :length]
+                row += rows
+                new = score_responses(self.model, group.prompt.prompt_ids, group.responses, self.tokenizer.pad_token_id)
+                per_token, clipped = clipped_surrogate(
+                    new.logp, group.old.logp, group.advantages, self.rl.eps_low, group.eps_high
+                )
+                kl = k3_kl(new.logp, group.ref_logp) if group.ref_logp is not None else torch.zeros_like(per_token)
+                loss = (group_weights * (per_token + self.rl.kl_coef * kl)).sum()
+                if not torch.isfinite(loss):
+                    finite = False
+                    break
+                self.manual_backward(loss)
+                loss_sum += float(loss.detach())
+                real = group.old.mask
+                ratio = torch.exp(new.logp.detach() - group.old.logp)
+                positive = (group.advantages > 0)[:, None]
+                totals["clip_fraction"] += float((clipped & (real > 0)).sum())
+                totals["clip_high_fraction"] += float(
+                    ((ratio > 1 + group.eps_high[:, None]) & positive & (real > 0)).sum()
+                )
+                totals["clip_low_fraction"] += float(((ratio < 1 - self.rl.eps_low) & ~positive & (real > 0)).sum())
+                totals["kl"] += float((kl.detach() * real).sum())
+                tokens += float(real.sum())
+            if not finite:
+                optimizer.zero_grad()
+                skipped_updates += 1
+                log.warning(
+                    "step %d: a non-finite loss; this update is skipped (counted as nonfinite_skips)",
+                    self.completed_steps,
+                )
+                continue
+            self.clip_gradients(optimizer, gradient_clip_val=self.rl.max_grad_norm, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad()
+            totals["loss"] += loss_sum / len(minibatches)
+        stats = {key: value / max(tokens, 1.0) if key != "loss" else value for key, value in totals.items()}
+        stats["nonfinite_skips"] = float(skipped_updates)
+        return stats

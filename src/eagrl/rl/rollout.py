@@ -1,0 +1,152 @@
+"""Stage 2 rollouts: the prompts RL trains on, and the per-token quantities of sampled answers.
+
+A group is one prompt and its G sampled answers. :func:`score_responses` runs the policy over the prompt once
+and over the G answers together on top of the prompt's key/value cache (the prompt is never encoded G times,
+in the no-grad scoring pass and in the gradient pass alike), giving per token the log-probability of the
+sampled token, the entropy of the policy there, and, inside an attention probe, the attention mass the answer
+puts on every prompt token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicCache
+
+from eagrl.policy.attention import probe_attention
+from eagrl.rl.objectives import token_entropy
+
+#: the key clinical tokens whose entropy drives the adaptive clip (METHOD §6: the <Important Features> span)
+KEY_OPEN, KEY_CLOSE = "<Important Features>", "</Important Features>"
+
+
+@dataclass(frozen=True)
+class RLPrompt:
+    """One training patient as RL sees it.
+
+    Attributes:
+        patient_id, label: the patient and outcome (0/1).
+        prompt_ids: the chat prompt's token ids, ready for the assistant's turn.
+        expert_features: C_exp restricted to the features the prompt shows.
+        feature_names: the dynamic features whose lines the prompt shows, in order.
+        feature_spans: token ranges [start, end) of those lines in ``prompt_ids``.
+        expert_distribution: the expert's importance over ``feature_names``, summing to 1.
+    """
+
+    patient_id: str
+    label: int
+    prompt_ids: list[int]
+    expert_features: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    feature_spans: tuple[tuple[int, int], ...]
+    expert_distribution: np.ndarray
+
+
+def line_token_spans(
+    tokenizer: PreTrainedTokenizerBase, text: str, lines: Sequence[str]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of ``text`` and the token range [start, end) covering each of ``lines`` (found in order)."""
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ends = [end for _, end in encoding["offset_mapping"]]
+    spans, cursor = [], 0
+    for line in lines:
+        start_char = text.index(line, cursor)
+        cursor = start_char + len(line)
+        first = int(np.searchsorted(ends, start_char, side="right"))  # first token ending after the line starts
+        last = int(np.searchsorted(ends, cursor, side="left"))  # the token that reaches the line's end
+        spans.append((first, last + 1))
+    return encoding["input_ids"], spans
+
+
+def key_token_span(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int]) -> tuple[int, int] | None:
+    """Token range [start, end) of the ``<Important Features>`` list in a generated answer (the tokens after the
+    opening tag up to and including the closing tag), or None when the answer has no such block.
+
+    Found by bisection on decoded prefixes, so the range indexes the sampled tokens themselves.
+    """
+
+    def first_prefix_containing(text: str, low: int) -> int | None:
+        high = len(token_ids)
+        if text not in tokenizer.decode(token_ids[:high], skip_special_tokens=True):
+            return None
+        while low < high:
+            middle = (low + high) // 2
+            if text in tokenizer.decode(token_ids[:middle], skip_special_tokens=True):
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    start = first_prefix_containing(KEY_OPEN, 0)
+    if start is None:
+        return None
+    end = first_prefix_containing(KEY_CLOSE, start)
+    return (start, end if end is not None else len(token_ids))
+
+
+@dataclass
+class Scored:
+    """Per-token quantities of G answers to one prompt (T = the longest answer).
+
+    Attributes:
+        logp: (G, T) log-probability of each sampled token.
+        mask: (G, T) 1 on real answer tokens.
+        entropy: (G, T) entropy of the policy at each position (nats), or None when not asked for.
+        prompt_mass: (G, prompt tokens) attention the answer puts on each prompt token (probed layers' mean),
+            or None when not asked for.
+    """
+
+    logp: torch.Tensor
+    mask: torch.Tensor
+    entropy: torch.Tensor | None = None
+    prompt_mass: torch.Tensor | None = None
+
+
+def score_responses(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    responses: Sequence[Sequence[int]],
+    pad_id: int,
+    entropy: bool = False,
+    probe_layers: Sequence[int] = (),
+) -> Scored:
+    """Run the policy over one prompt and G answers; differentiable unless called under ``torch.no_grad``.
+
+    The prompt (all but its last token) is encoded once into a cache expanded to G rows; the G answers, each
+    preceded by the prompt's last token and right-padded, are encoded on top of it.
+    """
+    group = len(responses)
+    width = max(max(len(response) for response in responses), 1)
+    cache = DynamicCache()
+    model(input_ids=torch.tensor([list(prompt_ids[:-1])]), past_key_values=cache, use_cache=True)
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(group, -1, -1, -1)
+        layer.values = layer.values.expand(group, -1, -1, -1)
+    targets = torch.full((group, width), pad_id, dtype=torch.long)
+    mask = torch.zeros(group, width)
+    for row, response in enumerate(responses):
+        targets[row, : len(response)] = torch.tensor(list(response), dtype=torch.long)
+        mask[row, : len(response)] = 1.0
+    inputs = torch.cat([torch.full((group, 1), prompt_ids[-1], dtype=torch.long), targets[:, :-1]], dim=1)
+    layers = {layer % model.config.num_hidden_layers for layer in probe_layers}
+    with probe_attention(layers, query_mask=mask) as probe:
+        logits = model(input_ids=inputs, past_key_values=cache, use_cache=True).logits.float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1) * mask
+    prompt_mass = None
+    if layers:
+        prompt_mass = torch.stack([probe.mass[layer] for layer in sorted(layers)]).mean(0)[:, : len(prompt_ids)]
+    return Scored(
+        logp=logp,
+        mask=mask,
+        entropy=token_entropy(logits) * mask if entropy else None,
+        prompt_mass=prompt_mass,
+    )
+
+
+def feature_mass(prompt_mass: torch.Tensor, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(G, features) attention mass summed over each feature line's tokens. prompt_mass: (G, prompt tokens)."""
+    return np.stack([prompt_mass[:, start:end].sum(-1).numpy() for start, end in spans], axis=-1)

@@ -1,0 +1,111 @@
+"""The RL LightningModule on the tiny model: real steps, a learnable toy reward that rises, every trainable
+parameter changes; the shared-prefix scoring equals a plain forward."""
+
+from __future__ import annotations
+
+import math
+import string
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from eagrl.policy.attention import EAGRL_SDPA
+from eagrl.policy.backbone import attach_lora, tiny_random
+from eagrl.rewards import RewardTerms
+from eagrl.rl.module import PolicyRLModule, RLConfig
+from eagrl.rl.rollout import RLPrompt, key_token_span, line_token_spans, score_responses
+from tests.policy.conftest import TINY, tiny
+
+LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj", "down_proj"]}
+
+
+def _prompts(tokenizer, count=4):
+    prompts = []
+    for number in range(count):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"patient {number}"}], add_generation_prompt=True, tokenize=False
+        )
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        prompts.append(RLPrompt(str(number), number % 2, ids, (), (), (), np.zeros(0)))
+    return prompts
+
+
+def letters(prompt, text, parsed, internal) -> RewardTerms:
+    """Toy reward: the share of lower-case ASCII letters in the answer (learnable by a random byte model)."""
+    share = sum(character in string.ascii_lowercase for character in text) / max(len(text), 1)
+    return RewardTerms(total=share, cls=share, att=0.0, parsed=True)
+
+
+def _train(rl: RLConfig, reward=letters):
+    torch.manual_seed(0)
+    # wide initial weights: the frozen tied embeddings must be able to express a peaked distribution
+    model, tokenizer = tiny_random(
+        {**TINY, "initializer_range": 0.5}, seed=0, dtype=torch.float32, attn_implementation=EAGRL_SDPA
+    )
+    model = attach_lora(model, LORA)
+    initial = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    module = PolicyRLModule(model, tokenizer, _prompts(tokenizer), rl, reward=reward)
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(torch.arange(rl.steps), batch_size=1))
+    return module, model, initial
+
+
+@pytest.mark.slow
+def test_toy_reward_rises_and_every_trainable_parameter_changes():
+    rl = RLConfig(steps=30, prompts_per_step=2, group_size=8, updates_per_step=2, lr=2e-2, max_new_tokens=12,
+                  adaptive_clip=False, batch_size=16)  # fmt: skip
+    module, model, initial = _train(rl)
+    history = module.history
+    assert len(history) == 30 and all(math.isfinite(h["loss"]) for h in history)
+    first, last = np.mean([h["reward"] for h in history[:5]]), np.mean([h["reward"] for h in history[-5:]])
+    assert last > first + 0.3, (first, last)
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert not torch.allclose(parameter, initial[name]), f"{name} did not change"
+    assert {"clip_fraction", "kl", "entropy", "eps_high_mean", "response_tokens"} <= set(history[-1])
+
+
+def test_dynamic_sampling_drops_groups_of_equal_accuracy():
+    # no answer of the random model parses, so every group is all-wrong: DAPO keeps none and updates nothing
+    rl = RLConfig(steps=2, prompts_per_step=2, group_size=2, max_new_tokens=4, dynamic_sampling=True,
+                  max_resample_rounds=1)  # fmt: skip
+    module, model, initial = _train(rl)
+    assert [h["groups_kept"] for h in module.history] == [0.0, 0.0]
+    assert [h["groups_sampled"] for h in module.history] == [4.0, 4.0]  # the first draw and one resample round
+    assert all(torch.equal(p, initial[n]) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_shared_prefix_scoring_equals_a_plain_forward():
+    model, tokenizer = tiny()
+    prompt = tokenizer("<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)[
+        "input_ids"
+    ]
+    responses = [[70, 71, 72], [73, 74]]
+    scored = score_responses(model, prompt, responses, tokenizer.pad_token_id, entropy=True)
+    for row, response in enumerate(responses):
+        ids = torch.tensor([prompt + response])
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float(), -1)
+        expected = logp.gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
+        torch.testing.assert_close(scored.logp[row, : len(response)], expected, atol=1e-5, rtol=1e-4)
+    assert scored.mask.tolist() == [[1, 1, 1], [1, 1, 0]] and scored.logp[1, 2] == 0
+
+
+def test_key_token_span_and_line_spans():
+    _, tokenizer = tiny()
+    text = "<Subquestion> a </Subquestion>\n<Important Features> LDH; Albumin </Important Features>\n<Final answer> 0.3"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    start, end = key_token_span(tokenizer, ids)
+    assert tokenizer.decode(ids[start:end]) == " LDH; Albumin </Important Features>"
+    assert key_token_span(tokenizer, tokenizer("no block", add_special_tokens=False)["input_ids"]) is None
+    prompt = "intro\n- LDH (Unit: U/L): [300]\n- Albumin (Unit: g/L): [30]\nend"
+    token_ids, spans = line_token_spans(tokenizer, prompt, ["- LDH (Unit: U/L): [300]", "- Albumin (Unit: g/L): [30]"])
+    assert [tokenizer.decode(token_ids[a:b]) for a, b in spans] == [
+        "- LDH (Unit: U/L): [300]",
+        "- Albumin (Unit: g/L): [30]",
+    ]
