@@ -25,13 +25,12 @@ import lightning as L
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.policy.attention import EAGRL_SDPA
 from eagrl.policy.backbone import attach_lora, tiny_random
 from eagrl.rewards import RewardTerms
-from eagrl.rl.module import PolicyRLModule, RLConfig
+from eagrl.rl.module import PolicyRLModule, RLConfig, step_loader
 from eagrl.rl.rollout import RLPrompt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +89,7 @@ def run_ours(args) -> tuple[list[float], float]:
     timer = StepTimer()
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])  # fmt: skip
-    trainer.fit(module, DataLoader(torch.arange(args.steps), batch_size=1))
+    trainer.fit(module, step_loader(rl.steps))
     return timer.seconds[1:], float(np.mean([h["response_tokens"] for h in module.history[1:]]))
 
 

@@ -93,5 +93,5 @@ def test_internal_attention_must_be_given_and_modes_are_checked():
     parsed = ParsedAnswer(probability=0.8, status="ok")
     with pytest.raises(ValueError, match="internal"):
         score_answer(parsed, 1, [], RewardConfig(attention="internal"))
-    with pytest.raises(ConfigError, match="reward.attention"):
+    with pytest.raises(ConfigError, match=r"reward\.attention"):
         RewardConfig(attention="eyes")

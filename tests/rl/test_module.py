@@ -10,12 +10,11 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from eagrl.policy.attention import EAGRL_SDPA
 from eagrl.policy.backbone import attach_lora, tiny_random
 from eagrl.rewards import RewardTerms
-from eagrl.rl.module import PolicyRLModule, RLConfig
+from eagrl.rl.module import PolicyRLModule, RLConfig, step_loader
 from eagrl.rl.rollout import RLPrompt, key_token_span, line_token_spans, score_responses
 from tests.policy.conftest import TINY, tiny
 
@@ -52,7 +51,7 @@ def _train(rl: RLConfig, reward=letters):
         max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False,
     )  # fmt: skip
-    trainer.fit(module, DataLoader(torch.arange(rl.steps), batch_size=1))
+    trainer.fit(module, step_loader(rl.steps))
     return module, model, initial
 
 

@@ -26,11 +26,9 @@ import hydra
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from eagrl.cli.evaluate import ADAPTER_INFO
 from eagrl.errors import ConfigError
@@ -102,7 +100,7 @@ def run(cfg: DictConfig) -> dict:
     from eagrl.policy.backbone import attach_lora, load_adapter, load_backbone
     from eagrl.policy.parsing import FeatureVocabulary
     from eagrl.rewards import RewardConfig
-    from eagrl.rl.module import PolicyRLModule, RLConfig, paper_reward
+    from eagrl.rl.module import PolicyRLModule, RLConfig, paper_reward, step_loader
 
     rl = RLConfig.from_config(cfg.rl, seed=cfg.seed)
     reward = RewardConfig.from_config(cfg.reward)
@@ -177,7 +175,7 @@ def run(cfg: DictConfig) -> dict:
         if resume:
             log.info("resuming from %s", resume)
         if rl.steps:
-            trainer.fit(module, DataLoader(torch.arange(rl.steps), batch_size=1), ckpt_path=resume)
+            trainer.fit(module, step_loader(rl.steps), ckpt_path=resume)
         seconds = time.perf_counter() - started
         model.save_pretrained(target)
         history = pd.DataFrame(module.history)

@@ -31,6 +31,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from eagrl.errors import ConfigError
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
@@ -121,6 +122,12 @@ def paper_reward(vocabulary: FeatureVocabulary, cfg: RewardConfig) -> RewardFunc
     return reward
 
 
+def step_loader(steps: int) -> DataLoader:
+    """Batches that pace :class:`PolicyRLModule`: more than ``steps`` of them, so a resumed run that Lightning
+    restarts past a batch still reaches the last step (the module stops the loop there)."""
+    return DataLoader(torch.arange(2 * steps + 1), batch_size=1)
+
+
 class PolicyRLModule(L.LightningModule):
     """GRPO-family RL of a LoRA policy on :class:`RLPrompt` patients.
 
@@ -170,9 +177,11 @@ class PolicyRLModule(L.LightningModule):
         self.history = list(checkpoint.get("rl_history", []))
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        """One RL step; ``batch`` holds the step number (steps finished before a resume are skipped)."""
-        step = int(batch[0])
-        if step < self.completed_steps:
+        """The next RL step (``self.completed_steps``, restored from a checkpoint on resume); the batch only paces
+        the loop, which stops once ``rl.steps`` steps are done (see :func:`step_loader`)."""
+        step = self.completed_steps
+        if step >= self.rl.steps:
+            self.trainer.should_stop = True
             return
         self.model.eval()  # no dropout: π_old and π_θ differ by the updates only
         started = time.perf_counter()
