@@ -26,7 +26,9 @@ def _groups_of(config_name: str) -> set[str]:
     defaults = OmegaConf.load(Path(CONFIG_DIR) / f"{config_name}.yaml").get("defaults", [])
     names = set()
     for entry in defaults:
-        if isinstance(entry, str):
+        if isinstance(entry, str):  # another config of the same group: its groups count too
+            if entry != "_self_":
+                names |= _groups_of(f"{Path(config_name).parent}/{entry}")
             continue
         for key in entry:
             names.add(key.removeprefix("override ").lstrip("/"))

@@ -42,8 +42,14 @@ def test_rl_writes_adapter_history_and_evaluate_reads_it(stage1):
     for column in ("reward", "accuracy", "parse_failure", "response_tokens", "entropy", "groups_kept", "loss",
                    "clip_fraction", "kl", "eps_high_mean", "seconds/rollout"):  # fmt: skip
         assert column in history, column
+    # the KL reference is the starting (SFT) policy, not the base model: nothing has moved the policy from it yet
+    # (every tiny answer fails to parse, so every advantage is 0)
+    assert history["kl"].abs().max() < 1e-6
     info = json.loads((folder / "eagrl_adapter.json").read_text())
     assert info["method"] == "rl-eagrl" and info["init_adapter"].split("/")[-1].startswith("trajectory-")
+    assert set(load_file(folder / "adapter_model.safetensors")) == set(
+        load_file(f"{info['init_adapter']}/adapter_model.safetensors")
+    )
     evaluated = run_cli(
         "evaluate", [*SFT, f"adapter={folder}", "split=val", "generation.max_new_tokens=8", "logger=none"], stage1
     )

@@ -27,7 +27,6 @@ import lightning as L
 import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from eagrl.cli.evaluate import ADAPTER_INFO
@@ -89,6 +88,13 @@ def build_prompts(cfg: DictConfig, datamodule, tokenizer, importance) -> list:
     return built
 
 
+def _check_prompt(cfg: DictConfig, adapter: Path) -> None:
+    """Warn when RL's prompt config differs from the one the starting adapter was trained with."""
+    trained = json.loads((adapter / ADAPTER_INFO).read_text()).get("prompt")
+    if trained and trained != OmegaConf.to_container(cfg.prompt, resolve=True):
+        log.warning("the starting adapter %s was trained with another prompt config than this run's", adapter)
+
+
 def method_name(cfg: DictConfig) -> str:
     """``rl-<algorithm>`` plus the ablation when there is one."""
     return f"rl-{cfg.rl.name}" + ("" if cfg.ablation_name == "none" else f"-{cfg.ablation_name}")
@@ -100,7 +106,7 @@ def run(cfg: DictConfig) -> dict:
     from eagrl.policy.backbone import attach_lora, load_adapter, load_backbone
     from eagrl.policy.parsing import FeatureVocabulary
     from eagrl.rewards import RewardConfig
-    from eagrl.rl.module import PolicyRLModule, RLConfig, paper_reward, step_loader
+    from eagrl.rl.module import PolicyRLModule, RLConfig, StepCheckpoint, paper_reward, step_loader
 
     rl = RLConfig.from_config(cfg.rl, seed=cfg.seed)
     reward = RewardConfig.from_config(cfg.reward)
@@ -133,8 +139,14 @@ def run(cfg: DictConfig) -> dict:
             f"(got {cfg.backbone.attn_implementation})"
         )
     prompts = build_prompts(cfg, datamodule, backbone.tokenizer, importance)
+    reference = None
     if start is not None:
         model = load_adapter(backbone.model, start, trainable=True)
+        if rl.kl_coef > 0:  # the KL reference is the starting policy: the same adapter again, frozen
+            reference = "reference"
+            model.load_adapter(start, adapter_name=reference, is_trainable=False)
+            model.set_adapter("default")
+        _check_prompt(cfg, start)
     else:
         model = attach_lora(backbone.model, cfg.backbone.lora)
     layers = list(cfg.reward.attention_layers) if reward.needs_internal else []
@@ -146,6 +158,7 @@ def run(cfg: DictConfig) -> dict:
         reward=paper_reward(FeatureVocabulary(datamodule.features), reward),
         vocabulary=FeatureVocabulary(datamodule.features),
         probe_layers=layers,
+        reference_adapter=reference,
     )
     checkpoints = target / "checkpoints"
     if cfg.overwrite:
@@ -159,14 +172,8 @@ def run(cfg: DictConfig) -> dict:
         limit_val_batches=0,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
-        callbacks=[
-            ModelCheckpoint(
-                dirpath=checkpoints,
-                save_top_k=0,
-                save_last=True,
-                every_n_train_steps=max(1, cfg.rl.checkpoint_every_steps * rl.updates_per_step),
-            )
-        ],
+        enable_checkpointing=False,
+        callbacks=[StepCheckpoint(last, rl.checkpoint_every_steps)],
         logger=loggers or False,
     )
     status = "failed"
@@ -177,7 +184,7 @@ def run(cfg: DictConfig) -> dict:
         if rl.steps:
             trainer.fit(module, step_loader(rl.steps), ckpt_path=resume)
         seconds = time.perf_counter() - started
-        model.save_pretrained(target)
+        model.save_pretrained(target, selected_adapters=["default"])
         history = pd.DataFrame(module.history)
         history.to_csv(target / "history.csv", index=False)
         write_json(

@@ -8,7 +8,7 @@
 Artifacts go to ``<paths.artifact_dir>/sft/<dataset>/<task>/<backbone>/<mode>-<hash>/``: the LoRA adapter
 (``adapter_config.json``, ``adapter_model.safetensors``, loadable by ``eagrl-evaluate adapter=<folder>``),
 ``eagrl_adapter.json`` (method name, the prompt it was trained with, its inputs), ``metrics.json`` and
-``checkpoints/last.ckpt`` (adapter + optimiser, every ``sft.checkpoint_every_steps``: a killed run resumes). The
+``checkpoints/last.ckpt`` (adapter + optimiser at the end of every epoch: a killed run redoes its epoch). The
 hash covers the config and the content of the trajectories file, so a new selection trains a new adapter.
 """
 
@@ -145,9 +145,8 @@ def run(cfg: DictConfig) -> dict:
     checkpoints = target / "checkpoints"
     if cfg.overwrite:
         shutil.rmtree(checkpoints, ignore_errors=True)
-    checkpoint = ModelCheckpoint(
-        dirpath=checkpoints, save_top_k=0, save_last=True, every_n_train_steps=cfg.sft.checkpoint_every_steps
-    )
+    # at epoch ends only: a DataLoader cannot resume mid-epoch, so a killed epoch is redone whole (same order)
+    checkpoint = ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True, save_on_train_epoch_end=True)
     loggers = build_loggers(cfg.get("logger"))
     trainer = instantiate(
         cfg.trainer,

@@ -69,12 +69,14 @@ class Generation:
         token_ids: generated token ids (without the prompt), up to the token that completed a stop string.
         prompt_tokens: length of the prompt in tokens.
         finish_reason: ``stop`` (a stop string), ``eos`` or ``length`` (token budget).
+        eos_id: the end-of-sequence token that ended the answer (not in ``token_ids``), for ``finish_reason`` eos.
     """
 
     text: str
     token_ids: list[int]
     prompt_tokens: int
     finish_reason: str
+    eos_id: int | None = None
 
 
 @dataclass
@@ -382,6 +384,7 @@ class GenerationEngine:
         ]
         tokens: list[list[int]] = [[] for _ in range(rows)]
         finish: list[str | None] = [None] * rows
+        eos: list[int | None] = [None] * rows
         active = list(range(rows))  # row index (into tokens/finish) of each live cache row
         pad_mask = torch.zeros(rows, width + sampling.max_new_tokens, dtype=torch.long)
         for row, length in enumerate(lengths):
@@ -394,7 +397,7 @@ class GenerationEngine:
             for slot, row in enumerate(active):
                 token = int(next_tokens[slot])
                 if token in self.eos_ids:
-                    finish[row] = "eos"
+                    finish[row], eos[row] = "eos", token
                     continue
                 tokens[row].append(token)
                 if stop_window and self._hits_stop(tokens[row][-stop_window:], sampling.stop_strings):
@@ -423,6 +426,7 @@ class GenerationEngine:
         results: list[list[Generation]] = [[] for _ in prompts]
         for row in range(rows):
             generation = self._finish(tokens[row], lengths[row], finish[row] or "length", sampling.stop_strings)
+            generation.eos_id = eos[row]
             self.stats.generated_tokens += len(tokens[row])
             self.stats.finish_reasons[generation.finish_reason] = (
                 self.stats.finish_reasons.get(generation.finish_reason, 0) + 1

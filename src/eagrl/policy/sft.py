@@ -11,13 +11,14 @@ completion tokens of the batch. The prompt is encoded exactly as the generation 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 #: label value of a token that is not trained on
@@ -68,14 +69,30 @@ def collate(items: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.T
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+class EpochShuffle(Sampler[int]):
+    """A permutation of the examples that depends only on (seed, epoch): Lightning calls :meth:`set_epoch`, so an
+    epoch redone after a resume sees exactly the order it would have seen."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 def sft_loader(items: list[dict[str, list[int]]], batch_size: int, pad_id: int, shuffle: bool, seed: int) -> DataLoader:
-    """A DataLoader over tokenised examples (shuffled with its own seeded generator)."""
+    """A DataLoader over tokenised examples (shuffled by :class:`EpochShuffle`)."""
     return DataLoader(
         SFTDataset(items),
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=EpochShuffle(len(items), seed) if shuffle else None,
         collate_fn=partial(collate, pad_id=pad_id),
-        generator=torch.Generator().manual_seed(seed) if shuffle else None,
     )
 
 

@@ -21,11 +21,14 @@ finished steps, so a resumed run continues with the next step's patients.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -122,6 +125,24 @@ def paper_reward(vocabulary: FeatureVocabulary, cfg: RewardConfig) -> RewardFunc
     return reward
 
 
+class StepCheckpoint(L.Callback):
+    """Save ``path`` (atomically) after every ``every``-th finished RL step, counted by the module itself: optimiser
+    steps per RL step vary (dynamic sampling, skipped updates), so Lightning's step-based checkpointing drifts."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = Path(path), max(1, every)
+        self.saved_at: int | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: PolicyRLModule, *args) -> None:
+        done = pl_module.completed_steps
+        if done and done % self.every == 0 and done != self.saved_at:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            staging = self.path.with_name(self.path.name + ".tmp")
+            trainer.save_checkpoint(staging)
+            os.replace(staging, self.path)
+            self.saved_at = done
+
+
 def step_loader(steps: int) -> DataLoader:
     """Batches that pace :class:`PolicyRLModule`: more than ``steps`` of them, so a resumed run that Lightning
     restarts past a batch still reaches the last step (the module stops the loop there)."""
@@ -139,6 +160,8 @@ class PolicyRLModule(L.LightningModule):
         reward: the reward function of one answer.
         vocabulary: reads declared features from answers.
         probe_layers: layers whose attention gives the internal attention agreement (empty = not needed).
+        reference_adapter: a frozen adapter of ``model`` holding the starting policy, the KL reference; None = the
+            base model with adapters disabled (the start of a fresh adapter).
     """
 
     def __init__(
@@ -150,6 +173,7 @@ class PolicyRLModule(L.LightningModule):
         reward: RewardFunction,
         vocabulary: FeatureVocabulary | None = None,
         probe_layers: Sequence[int] = (),
+        reference_adapter: str | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -157,6 +181,7 @@ class PolicyRLModule(L.LightningModule):
         self.strict_loading = False
         self.model, self.tokenizer, self.prompts, self.rl = model, tokenizer, list(prompts), rl
         self.reward, self.vocabulary, self.probe_layers = reward, vocabulary, tuple(probe_layers)
+        self.reference_adapter = reference_adapter
         self.engine = GenerationEngine(model, tokenizer, batch_size=rl.batch_size, progress=False)
         self.completed_steps = 0
         self.history: list[dict[str, float]] = []
@@ -195,6 +220,20 @@ class PolicyRLModule(L.LightningModule):
         stats["step"] = float(step)
         self.history.append(stats)
         self.log_dict({f"train/{key}": value for key, value in stats.items()}, on_step=True, batch_size=1)
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[None]:
+        """Inside the block the model is the KL reference (the starting policy)."""
+        if self.reference_adapter is None:
+            with self.model.disable_adapter():
+                yield
+            return
+        trained = self.model.active_adapter
+        self.model.set_adapter(self.reference_adapter, inference_mode=True)
+        try:
+            yield
+        finally:
+            self.model.set_adapter(trained)
 
     # ---- rollouts ---------------------------------------------------------------------------------------------
     def collect(self, step: int) -> tuple[list[Group], dict[str, float]]:
@@ -238,14 +277,12 @@ class PolicyRLModule(L.LightningModule):
             num_samples=self.rl.group_size,
             keys=[f"{step}/{prompt.patient_id}" for prompt in prompts],
         )
-        pad_id = self.tokenizer.pad_token_id
         groups = []
         for prompt, generations in zip(prompts, answers, strict=True):
-            responses = [generation.token_ids or [pad_id] for generation in generations]
+            # the end-of-sequence token is part of the answer: stopping is a decision the policy is trained on
+            responses = [g.token_ids + ([g.eos_id] if g.eos_id is not None else []) for g in generations]
             texts = [generation.text for generation in generations]
-            old = score_responses(
-                self.model, prompt.prompt_ids, responses, pad_id, entropy=True, probe_layers=self.probe_layers
-            )
+            old = self._score(prompt, responses, entropy=True, probe_layers=self.probe_layers)
             masses = feature_mass(old.prompt_mass, prompt.feature_spans) if old.prompt_mass is not None else None
             terms, correct, key_entropy = [], [], []
             for row, text in enumerate(texts):
@@ -259,8 +296,8 @@ class PolicyRLModule(L.LightningModule):
                 )
             ref_logp = None
             if self.rl.kl_coef > 0:
-                with self.model.disable_adapter():
-                    ref_logp = score_responses(self.model, prompt.prompt_ids, responses, pad_id).logp
+                with self.reference():
+                    ref_logp = self._score(prompt, responses).logp
             groups.append(
                 Group(
                     prompt=prompt,
@@ -274,6 +311,17 @@ class PolicyRLModule(L.LightningModule):
                 )
             )
         return groups
+
+    def _score(self, prompt: RLPrompt, responses: list[list[int]], **options) -> Scored:
+        """:func:`score_responses` with this run's pad token and sampling temperature."""
+        return score_responses(
+            self.model,
+            prompt.prompt_ids,
+            responses,
+            self.tokenizer.pad_token_id,
+            temperature=self.rl.temperature,
+            **options,
+        )
 
     def rollout_stats(self, sampled: list[Group], kept: list[Group]) -> dict[str, float]:
         """Means over every sampled answer (reward parts, accuracy, parse failures, lengths, entropy)."""
@@ -317,12 +365,13 @@ class PolicyRLModule(L.LightningModule):
             weights = AGGREGATIONS[self.rl.aggregation](mask, self.rl.max_new_tokens)
             row = 0
             loss_sum = 0.0
+            counts = dict.fromkeys(("clip_fraction", "clip_high_fraction", "clip_low_fraction", "kl", "tokens"), 0.0)
             finite = True
             for group in members:
                 rows, length = len(group.responses), group.old.mask.shape[1]
                 group_weights = weights[row : row + rows, :length]
                 row += rows
-                new = score_responses(self.model, group.prompt.prompt_ids, group.responses, self.tokenizer.pad_token_id)
+                new = self._score(group.prompt, group.responses)
                 per_token, clipped = clipped_surrogate(
                     new.logp, group.old.logp, group.advantages, self.rl.eps_low, group.eps_high
                 )
@@ -333,16 +382,14 @@ class PolicyRLModule(L.LightningModule):
                     break
                 self.manual_backward(loss)
                 loss_sum += float(loss.detach())
-                real = group.old.mask
+                real = group.old.mask > 0
                 ratio = torch.exp(new.logp.detach() - group.old.logp)
-                positive = (group.advantages > 0)[:, None]
-                totals["clip_fraction"] += float((clipped & (real > 0)).sum())
-                totals["clip_high_fraction"] += float(
-                    ((ratio > 1 + group.eps_high[:, None]) & positive & (real > 0)).sum()
-                )
-                totals["clip_low_fraction"] += float(((ratio < 1 - self.rl.eps_low) & ~positive & (real > 0)).sum())
-                totals["kl"] += float((kl.detach() * real).sum())
-                tokens += float(real.sum())
+                positive, negative = (group.advantages > 0)[:, None], (group.advantages < 0)[:, None]
+                counts["clip_fraction"] += float((clipped & real).sum())
+                counts["clip_high_fraction"] += float(((ratio > 1 + group.eps_high[:, None]) & positive & real).sum())
+                counts["clip_low_fraction"] += float(((ratio < 1 - self.rl.eps_low) & negative & real).sum())
+                counts["kl"] += float((kl.detach() * real).sum())
+                counts["tokens"] += float(real.sum())
             if not finite:
                 optimizer.zero_grad()
                 skipped_updates += 1
@@ -355,6 +402,9 @@ class PolicyRLModule(L.LightningModule):
             optimizer.step()
             optimizer.zero_grad()
             totals["loss"] += loss_sum / len(minibatches)
+            for key in ("clip_fraction", "clip_high_fraction", "clip_low_fraction", "kl"):
+                totals[key] += counts[key]
+            tokens += counts["tokens"]
         stats = {key: value / max(tokens, 1.0) if key != "loss" else value for key, value in totals.items()}
         stats["nonfinite_skips"] = float(skipped_updates)
         return stats

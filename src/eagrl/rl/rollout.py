@@ -113,16 +113,18 @@ def score_responses(
     pad_id: int,
     entropy: bool = False,
     probe_layers: Sequence[int] = (),
+    temperature: float = 1.0,
 ) -> Scored:
     """Run the policy over one prompt and G answers; differentiable unless called under ``torch.no_grad``.
 
     The prompt (all but its last token) is encoded once into a cache expanded to G rows; the G answers, each
-    preceded by the prompt's last token and right-padded, are encoded on top of it.
+    preceded by the prompt's last token and right-padded, are encoded on top of it. Log-probabilities and
+    entropies are those of the sampling distribution (logits divided by ``temperature``).
     """
     group = len(responses)
     width = max(max(len(response) for response in responses), 1)
     cache = DynamicCache()
-    model(input_ids=torch.tensor([list(prompt_ids[:-1])]), past_key_values=cache, use_cache=True)
+    model(input_ids=torch.tensor([list(prompt_ids[:-1])]), past_key_values=cache, use_cache=True, logits_to_keep=1)
     for layer in cache.layers:
         layer.keys = layer.keys.expand(group, -1, -1, -1)
         layer.values = layer.values.expand(group, -1, -1, -1)
@@ -134,7 +136,7 @@ def score_responses(
     inputs = torch.cat([torch.full((group, 1), prompt_ids[-1], dtype=torch.long), targets[:, :-1]], dim=1)
     layers = {layer % model.config.num_hidden_layers for layer in probe_layers}
     with probe_attention(layers, query_mask=mask) as probe:
-        logits = model(input_ids=inputs, past_key_values=cache, use_cache=True).logits.float()
+        logits = model(input_ids=inputs, past_key_values=cache, use_cache=True).logits.float() / temperature
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1) * mask
     prompt_mass = None
     if layers:
