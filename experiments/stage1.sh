@@ -8,24 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXPERIMENT=${EXPERIMENT:-stage1_tjh_smollm2}
-bin=.venv/bin
-run_dir=logs/stage1/runs/$(date +%Y-%m-%d_%H-%M-%S)
-mkdir -p "$run_dir"
-timed() {  # timed <name> <command...>: run, and record the command and its wall time
-  local name=$1 start
-  shift
-  start=$(date +%s)
-  "$@"
-  printf '%s\t%s\t%s\n' "$name" "$(( $(date +%s) - start ))" "${*#"$bin/"}" >> "$run_dir/times.tsv"
-}
-artifact_of() { "$bin/python" -c "import json, sys; print(json.load(open(sys.argv[1]))['artifact_dir'])" "$1/metrics.json"; }
-
+source experiments/lib.sh stage1
 timed expert "$bin/eagrl-expert" expert=concare dataset=tjh seed=0 logger=none "hydra.run.dir=$run_dir/expert"
 timed mcts "$bin/eagrl-mcts" "experiment=$EXPERIMENT" "hydra.run.dir=$run_dir/mcts" "$@"
 timed sft-trajectory "$bin/eagrl-sft" "experiment=$EXPERIMENT" "hydra.run.dir=$run_dir/sft-trajectory" "$@"
 timed sft-label_only "$bin/eagrl-sft" "experiment=$EXPERIMENT" sft=label_only "hydra.run.dir=$run_dir/sft-label_only" "$@"
-trajectory_adapter=$(artifact_of "$run_dir/sft-trajectory")
-label_adapter=$(artifact_of "$run_dir/sft-label_only")
+trajectory_adapter=$(json_field "$run_dir/sft-trajectory/metrics.json" artifact_dir)
+label_adapter=$(json_field "$run_dir/sft-label_only/metrics.json" artifact_dir)
 evaluations=$run_dir/evaluate
 timed evaluate-base-pqd "$bin/eagrl-evaluate" "experiment=$EXPERIMENT" prompt=pqd "hydra.run.dir=$evaluations/evaluate-base-pqd" "$@"
 timed evaluate-sft-label_only "$bin/eagrl-evaluate" "experiment=$EXPERIMENT" prompt=vanilla "adapter=$label_adapter" \

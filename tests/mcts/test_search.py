@@ -133,3 +133,17 @@ def test_a_searcher_needs_a_prefix_cache(vocabulary):
     model, tokenizer = tiny()
     with pytest.raises(ValueError, match="prefix cache"):
         MCTS(GenerationEngine(model, tokenizer, progress=False), vocabulary, SearchConfig(), RewardConfig())
+
+
+def test_a_span_cut_by_its_budget_marks_the_path_not_closed(vocabulary):
+    class CutAnswers(ScriptedEngine):
+        def generate(self, prompt_ids, sampling, num_samples=1, keys=None, on_batch=None):
+            answers = super().generate(prompt_ids, sampling, num_samples, keys, on_batch)
+            if sampling.stop_strings[0] == "</Answer>":  # every answer to a sub-question runs out of tokens
+                for row in answers:
+                    row[0].finish_reason = "length"
+            return answers
+
+    for engine, closed in ((ScriptedEngine(), True), (CutAnswers(), False)):
+        _, patients = _search(engine, vocabulary)
+        assert {path["closed"] for path in complete_paths(patients[0])} == {closed}

@@ -185,13 +185,13 @@ class MCTS:
             self.search.step_children,
         )
         asked = [
-            (patient, leaf, clean(sample.text), f"{patient.patient_id}/{leaf.index}/a{number}")
+            (patient, leaf, sample, f"{patient.patient_id}/{leaf.index}/a{number}")
             for (patient, leaf), samples in zip(leaves, questions, strict=True)
             for number, sample in enumerate(samples)
         ]
         replies = self._generate(
             [
-                (patient, f"{leaf.answer()}<Subquestion> {question} </Subquestion>\n<Answer>")
+                (patient, f"{leaf.answer()}<Subquestion> {clean(question.text)} </Subquestion>\n<Answer>")
                 for patient, leaf, question, _ in asked
             ],
             [key for *_, key in asked],
@@ -201,8 +201,10 @@ class MCTS:
         )
         children = []
         for (patient, leaf, question, _), (reply,) in zip(asked, replies, strict=True):
-            text = f"<Subquestion> {question} </Subquestion>\n<Answer> {clean(reply.text)} </Answer>\n"
-            children.append((patient, patient.tree.add_child(leaf, text, terminal=False)))
+            text = f"<Subquestion> {clean(question.text)} </Subquestion>\n<Answer> {clean(reply.text)} </Answer>\n"
+            child = patient.tree.add_child(leaf, text, terminal=False)
+            child.details["closed"] = closed_by_the_policy(question, reply)
+            children.append((patient, child))
         probabilities = self.engine.next_token_probabilities(
             [self._usefulness_ids(patient, child) for patient, child in children], self.yes_no
         )
@@ -239,6 +241,7 @@ class MCTS:
             (
                 patient,
                 leaf,
+                sample,
                 f"{opening} {clean(sample.text)} </Important Features>\n<Final answer>",
                 f"{patient.patient_id}/{leaf.index}/p{number}",
             )
@@ -246,14 +249,15 @@ class MCTS:
             for number, sample in enumerate(samples)
         ]
         finals = self._generate(
-            [(patient, leaf.answer() + prefix) for patient, leaf, prefix, _ in closing],
+            [(patient, leaf.answer() + prefix) for patient, leaf, _, prefix, _ in closing],
             [key for *_, key in closing],
             self.search.final_tokens,
             "</Final answer>",
             1,
         )
-        for (patient, leaf, prefix, _), (final,) in zip(closing, finals, strict=True):
+        for (patient, leaf, listing, prefix, _), (final,) in zip(closing, finals, strict=True):
             child = patient.tree.add_child(leaf, f"{prefix} {clean(final.text)} </Final answer>", terminal=True)
+            child.details["closed"] = closed_by_the_policy(listing, final)
             parsed = parse_answer(child.answer(), self.vocabulary)
             terms = score_answer(parsed, patient.label, patient.expert_features, self.reward)
             patient.tree.simulate(
@@ -265,6 +269,11 @@ class MCTS:
                 r_cls=terms.cls,
                 r_att=terms.att,
             )
+
+
+def closed_by_the_policy(*spans: Generation) -> bool:
+    """Whether the policy closed each of these spans with its tag itself (not cut by the token budget or EOS)."""
+    return all(span.finish_reason == "stop" for span in spans)
 
 
 def complete_paths(patient: PatientSearch) -> list[dict]:
@@ -284,6 +293,8 @@ def complete_paths(patient: PatientSearch) -> list[dict]:
                 "q_value": node.value,
                 "r_total": node.simulated_value,
                 **node.details,
+                # the whole path, not only the closing block: every span closed by the policy itself
+                "closed": all(step.details["closed"] for step in node.path()[1:]),
             }
         )
     return paths

@@ -1,5 +1,5 @@
-"""Which searched answers become SFT trajectories (METHOD §5): a quality filter, the top-k per patient,
-class balance.
+"""Which searched answers become SFT trajectories (METHOD §5): a quality filter (the label's side of 0.5, R_att,
+every span closed by the policy), the top-k per patient, class balance.
 
     selected = select_paths(paths, SelectionConfig(top_k=2, min_att=0.1))
 """
@@ -22,12 +22,14 @@ class SelectionConfig:
         top_k: complete answers kept per patient, highest reward first (METHOD §5: 1–2).
         correct_side: keep only answers on the label's side of 0.5 (ŷ > 0.5 for y = 1, ŷ < 0.5 for y = 0).
         min_att: keep only answers whose R_att is at least this.
+        require_closed: keep only answers whose every span the policy closed itself (none cut by a token budget).
         balance: drop the lowest-reward answers of the larger class until both classes hold as many.
     """
 
     top_k: int = 2
     correct_side: bool = True
     min_att: float = 0.0
+    require_closed: bool = True
     balance: bool = True
 
     def __post_init__(self):
@@ -48,6 +50,8 @@ def select_paths(paths: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
             (paths["label"] == 0) & (paths["probability"] < 0.5)
         )
     keep &= paths["r_att"].fillna(-1.0) >= cfg.min_att
+    if cfg.require_closed:
+        keep &= paths["closed"]
     ranked = (
         paths[keep]
         .sort_values(["patient_id", "r_total", "node"], ascending=[True, False, True])
