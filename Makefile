@@ -24,8 +24,8 @@ test: $(STAMP) ## run the whole test suite on CPU (real data from ../shared/data
 	@$(BIN)/python -m pytest $(PYTEST_ARGS) || { status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; fi; exit $$status; }
 
-demo: $(STAMP) ## run the main job on the embedded default (TJH on CPU): for now, data preparation and a summary
-	$(BIN)/eagrl-data experiment=demo
+demo: $(STAMP) ## run the main job: the whole EAG-RL pipeline on TJH with SmolLM2-135M on the CPU (experiment=demo)
+	$(BIN)/eagrl-pipeline
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
