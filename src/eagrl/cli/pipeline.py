@@ -5,7 +5,7 @@ evaluation → report.
     eagrl-pipeline experiment=tiny                   # every stage in about a minute with the tiny backbone
     eagrl-pipeline experiment=demo rl=grpo           # an override applies to every stage that has its key
     eagrl-pipeline 'stages=[expert,mcts]'            # some of the stages
-    eagrl-pipeline 'stage_overrides.rl=[rl.steps=2]' # an override for one stage only
+    eagrl-pipeline "stage_overrides.rl=['rl.steps=2']"  # an override for one stage only
 
 Each stage is the stage's own entry point (``eagrl-<stage>``'s ``run``) on its own entry config composed with the
 pipeline's experiment and overrides, and reads the previous stage's artifact by path (``salient.dir``,
