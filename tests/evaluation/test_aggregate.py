@@ -42,7 +42,7 @@ def test_table_with_seeds_and_failures(tmp_path):
     rows = {cells[2]: cells for cells in _cells(text)}
     assert rows["gru"][:4] == ["tjh", "mortality", "gru", "91.0 ± 1.0 (boot ± 2.0)"]
     assert rows["retain"][3] == "80.0 ± 0.0 (boot ± 2.0)"
-    assert "3 jobs finished, 1 failed" in text and "job 3: expert=retain seed=1" in text
+    assert "3 jobs finished, 1 failed" in text and f"job {tmp_path.name}/3: expert=retain seed=1" in text
 
     benchmarks = tmp_path / "BENCHMARKS.md"
     write_section(benchmarks, "experts", "first")

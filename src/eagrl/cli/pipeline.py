@@ -32,8 +32,8 @@ from eagrl.utils.entry import CONFIG_DIR, user_errors
 log = logging.getLogger(__name__)
 
 STAGES = ("expert", "baselines", "mcts", "sft", "rl", "evaluate", "report")
-#: config groups whose choice in the pipeline's config every stage that has the group receives
-SHARED_GROUPS = ("dataset", "task", "prompt", "backbone", "salient")
+#: groups the pipeline passes on separately (the experiment and debug apply to a stage when they compose with it)
+OWN_GROUPS = ("experiment", "debug")
 _MISSING = object()
 
 
@@ -52,41 +52,38 @@ class Pipeline:
         self.cfg = cfg
         self.run_dir = Path(cfg.paths.output_dir)
         hydra_cfg = HydraConfig.get()
+        # every group the pipeline selected (dataset, backbone, mcts, rl, ablation, ...), as chosen
         self.choices = {
-            group: hydra_cfg.runtime.choices.get(group) for group in (*SHARED_GROUPS, "experiment", "debug")
+            group: choice for group, choice in hydra_cfg.runtime.choices.items() if not group.startswith("hydra")
         }
-        self.command_line = [
-            override
-            for override in hydra_cfg.overrides.task
-            if not override_key(override).startswith(("hydra", "experiment", "debug", *SHARED_GROUPS))
-            or "." in override_key(override)
-        ]
+        # command-line values (group choices are in self.choices)
+        self.command_line = [o for o in hydra_cfg.overrides.task if override_key(o) not in self.choices]
         self.results: dict[str, dict] = {}
 
     def compose_stage(self, entry: str, extra: list[str]) -> DictConfig:
-        """``entry``'s config with the pipeline's experiment (when it composes with ``entry``: an experiment that
-        overrides a group ``entry`` lacks, e.g. the backbone for eagrl-expert, does not), the pipeline's choices of
-        the shared groups, the command-line overrides whose key ``entry`` has, then ``extra`` (later ones win)."""
-        experiment = (
-            [f"experiment={self.choices['experiment']}"] if self.choices["experiment"] not in (None, "null") else []
-        )
+        """``entry``'s config with the pipeline's experiment and debug choice (when they compose with ``entry``: an
+        experiment that overrides a group ``entry`` lacks, e.g. the backbone for eagrl-expert, does not), the
+        pipeline's choice of every group ``entry`` has, the command-line values whose key ``entry`` has, then
+        ``extra`` (later ones win)."""
+        own = [
+            f"{group}={self.choices[group]}" for group in OWN_GROUPS if self.choices.get(group) not in (None, "null")
+        ]
         try:
-            probe = compose(entry, overrides=experiment)
+            probe = compose(entry, overrides=own, return_hydra_config=True)
         except ConfigCompositionException:
             log.info("the experiment does not apply to eagrl-%s (it overrides a group the stage lacks)", entry)
-            experiment, probe = [], compose(entry)
+            own, probe = [], compose(entry, return_hydra_config=True)
+        stage_groups = probe.hydra.runtime.choices
         groups = [
             f"{group}={choice}"
             for group, choice in self.choices.items()
-            if group in SHARED_GROUPS and group in probe and choice
+            if group not in OWN_GROUPS and group in stage_groups and choice is not None
         ]
-        if self.choices["debug"] not in (None, "null"):
-            groups.append(f"debug={self.choices['debug']}")
-        applicable = [
+        values = [
             o for o in self.command_line if OmegaConf.select(probe, override_key(o), default=_MISSING) is not _MISSING
         ]
-        merged = {override_key(o): o for o in [*groups, *applicable, *extra]}
-        return compose(entry, overrides=[*experiment, *merged.values()])
+        merged = {override_key(o): o for o in [*groups, *values, *extra]}
+        return compose(entry, overrides=[*own, *merged.values()])
 
     def stage(self, name: str, entry: str, extra: list[str] = ()) -> dict:
         """Compose ``entry`` for this stage, run it, return its metrics."""

@@ -1,9 +1,10 @@
-"""``eagrl-aggregate``: turn a multirun directory of ``eagrl-expert`` or ``eagrl-evaluate`` jobs into a markdown
-table (and optionally a block of BENCHMARKS.md).
+"""``eagrl-aggregate``: turn a multirun directory of ``eagrl-expert``, ``eagrl-evaluate`` or ``eagrl-pipeline`` jobs
+into a markdown table (and optionally a block of BENCHMARKS.md and a CSV).
 
     eagrl-aggregate logs/expert/multiruns/2026-11-22_10-00-00
     eagrl-aggregate logs/expert/multiruns/<datetime> --benchmarks BENCHMARKS.md --section experts \
         --command "eagrl-expert -m ..."
+    eagrl-aggregate logs/pipeline/multiruns/<datetime> --layout paper --csv table1.csv   # Table 1 / 2 shape
 
 Each job folder holds ``metrics.json`` when it finished; a job folder without it is reported as failed,
 with its overrides. Rows group jobs by dataset, task and model (an expert, or ``<backbone> / <prompt style or
@@ -54,16 +55,30 @@ def _row(metrics: dict) -> dict:
     return row
 
 
-def collect(multirun_dir: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Finished jobs' metrics as rows, and the overrides of every job that did not finish."""
+def _results(job: Path) -> list[dict]:
+    """Test results of one job: its own metrics.json (an eagrl-expert or eagrl-evaluate job), or those of its
+    stages (an eagrl-pipeline job: the expert and every evaluation; training stages hold no test result)."""
+    own = job / "metrics.json"
+    paths = [own] if own.is_file() else sorted(job.glob("*/metrics.json"))
+    found = [json.loads(path.read_text()) for path in paths]
+    return [metrics for metrics in found if "expert" in metrics or "parsing" in metrics]
+
+
+def collect(multirun_dir: Path | list[Path]) -> tuple[pd.DataFrame, list[str]]:
+    """Finished jobs' results as rows, and the overrides of every job that did not finish.
+
+    A pipeline job is finished when it wrote its report (``report.md``).
+    """
     rows, failed = [], []
-    for job in sorted(path for path in multirun_dir.iterdir() if (path / ".hydra").is_dir()):
-        metrics_path = job / "metrics.json"
-        if not metrics_path.is_file():
+    directories = multirun_dir if isinstance(multirun_dir, list) else [multirun_dir]
+    jobs = [path for directory in directories for path in sorted(directory.iterdir()) if (path / ".hydra").is_dir()]
+    for job in jobs:
+        results = _results(job)
+        pipeline = any(job.glob("*/metrics.json")) and not (job / "metrics.json").is_file()
+        if not results or (pipeline and not (job / "report.md").is_file()):
             overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
-            failed.append(f"job {job.name}: {' '.join(overrides)}")
-            continue
-        rows.append(_row(json.loads(metrics_path.read_text())))
+            failed.append(f"job {job.parent.name}/{job.name}: {' '.join(overrides)}")
+        rows += [_row(metrics) for metrics in results]
     return pd.DataFrame(rows), failed
 
 
@@ -85,6 +100,20 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
         columns["generated tok/s"] = grouped["tokens_per_second"].mean().map("{:.1f}".format)
     columns["seeds"] = grouped.size()
     return pd.DataFrame(columns).reset_index()
+
+
+def paper_layout(frame: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1 / Table 2 shape: one row per model (backbone / method, or expert), one column per
+    dataset-task and metric, cells mean ± std over seeds (×100)."""
+    frame = frame.assign(column=frame["dataset"] + "/" + frame["task"])
+    cells = {}
+    for (model, column), group in frame.groupby(["model", "column"], sort=True):
+        cells.setdefault(model, {})
+        for metric in ("auroc", "auprc"):
+            cells[model][(column, metric.upper())] = _mean_std(group[metric])
+    table = pd.DataFrame.from_dict(cells, orient="index")
+    table.columns = [f"{column} {metric}" for column, metric in table.columns]
+    return table.sort_index(axis=1).rename_axis("model").reset_index()
 
 
 def _mean_std(values: pd.Series) -> str:
@@ -110,18 +139,18 @@ def commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def render(multirun_dir: Path, command: str | None) -> str:
-    """The markdown section for one multirun."""
+def render(multirun_dir: Path | list[Path], command: str | None, layout: str = "long") -> str:
+    """The markdown section for one multirun (``layout``: ``long`` one row per dataset, task and model with cost
+    columns; ``paper`` the Table 1 / Table 2 shape)."""
     frame, failed = collect(multirun_dir)
     lines = [
-        f"Command: `{command or '(see ' + str(multirun_dir / 'multirun.yaml') + ')'}`  ",
+        f"Command: `{command or '(see the multirun.yaml of ' + str(multirun_dir) + ')'}`  ",
         f"Machine: {machine()}; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; {len(frame)} jobs finished, "
         f"{len(failed)} failed.",
         "",
     ]
-    lines.append(
-        summarise(frame).to_markdown(index=False, disable_numparse=True) if len(frame) else "(no finished job)"
-    )
+    table = (summarise if layout == "long" else paper_layout)(frame) if len(frame) else None
+    lines.append(table.to_markdown(index=False, disable_numparse=True) if table is not None else "(no finished job)")
     if failed:
         lines += ["", "Failed jobs:", *(f"- {entry}" for entry in failed)]
     return "\n".join(lines)
@@ -142,16 +171,22 @@ def write_section(path: Path, section: str, content: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console script ``eagrl-aggregate``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("multirun_dir", type=Path, help="a logs/<stage>/multiruns/<datetime> folder")
+    parser.add_argument("multirun_dir", type=Path, nargs="+", help="logs/<stage>/multiruns/<datetime> folders")
     parser.add_argument("--benchmarks", type=Path, help="write the table into this markdown file")
     parser.add_argument("--section", default="experts", help="marker name of the block in --benchmarks")
     parser.add_argument("--command", help="the command that produced the multirun (recorded with the table)")
+    parser.add_argument("--layout", choices=("long", "paper"), default="long", help="long, or the paper's tables")
+    parser.add_argument("--csv", type=Path, help="also write the table as CSV")
     args = parser.parse_args(argv)
-    if not args.multirun_dir.is_dir():
-        print(f"eagrl-aggregate: error: {args.multirun_dir} is not a directory", file=sys.stderr)
+    missing = [directory for directory in args.multirun_dir if not directory.is_dir()]
+    if missing:
+        print(f"eagrl-aggregate: error: {missing[0]} is not a directory", file=sys.stderr)
         sys.exit(2)
-    content = render(args.multirun_dir, args.command)
+    content = render(args.multirun_dir, args.command, args.layout)
     print(content)
+    if args.csv:
+        frame, _ = collect(args.multirun_dir)
+        (summarise if args.layout == "long" else paper_layout)(frame).to_csv(args.csv, index=False)
     if args.benchmarks:
         write_section(args.benchmarks, args.section, content)
 

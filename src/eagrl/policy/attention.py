@@ -38,19 +38,22 @@ class AttentionProbe:
         layers: layer indices to record (0-based).
         query_mask: (batch, queries) 1 for the query rows whose attention is summed (e.g. the response tokens of
             this forward's input), or None for every row.
-        mass: layer -> (batch, keys) float32, Σ over probed rows of the head-mean attention probability.
+        per_head: keep every head, (batch, heads, keys), instead of the head mean (batch, keys).
+        mass: layer -> float32 Σ over probed rows of the attention probability, head mean or per head.
     """
 
     layers: set[int]
     query_mask: torch.Tensor | None = None
+    per_head: bool = False
     mass: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def record(self, layer: int, probabilities: torch.Tensor) -> None:
         """Add one layer's probabilities (batch, heads, queries, keys)."""
-        per_query = probabilities.mean(dim=1)  # head mean: (batch, queries, keys)
+        per_query = probabilities if self.per_head else probabilities.mean(dim=1, keepdim=True)
         if self.query_mask is not None:
-            per_query = per_query * self.query_mask[:, -per_query.shape[1] :, None].to(per_query.dtype)
-        mass = per_query.sum(dim=1)
+            per_query = per_query * self.query_mask[:, None, -per_query.shape[2] :, None].to(per_query.dtype)
+        mass = per_query.sum(dim=2)
+        mass = mass if self.per_head else mass[:, 0]
         self.mass[layer] = self.mass[layer] + mass if layer in self.mass else mass
 
 
@@ -58,9 +61,11 @@ _ACTIVE: list[AttentionProbe] = []
 
 
 @contextlib.contextmanager
-def probe_attention(layers: set[int] | list[int], query_mask: torch.Tensor | None = None) -> Iterator[AttentionProbe]:
+def probe_attention(
+    layers: set[int] | list[int], query_mask: torch.Tensor | None = None, per_head: bool = False
+) -> Iterator[AttentionProbe]:
     """Record attention mass of ``layers`` during the forward passes inside the block (eagrl_sdpa models only)."""
-    probe = AttentionProbe(layers=set(layers), query_mask=query_mask)
+    probe = AttentionProbe(layers=set(layers), query_mask=query_mask, per_head=per_head)
     _ACTIVE.append(probe)
     try:
         yield probe

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Table 2 of the paper: the ablations of EAG-RL (w/o Stage 1, w/o Stage 2, w/o R_att, w/o adaptive clip) beside the
+# full method, one eagrl-pipeline multirun per dataset-task; the table in the paper's layout into BENCHMARKS.md
+# ("table2") and CSV. Stages shared with Table 1 (expert, MCTS, SFT, the full EAG-RL) are reused.
+#   bash experiments/table2.sh                                   # CPU: TJH + SmolLM2-135M (stage2_tjh_smollm2)
+#   EXPERIMENT=paper DATASET_TASKS="mimic4:mortality" BACKBONE=qwen2_5_7b_instruct bash experiments/table2.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXPERIMENT=${EXPERIMENT:-stage2_tjh_smollm2}
+DATASET_TASKS=${DATASET_TASKS:-tjh:mortality}
+BACKBONE=${BACKBONE:-smollm2_135m}
+SECTION=${SECTION:-table2}
+stamp=$(date +%Y-%m-%d_%H-%M-%S)
+sweeps=()
+for pair in $DATASET_TASKS; do
+  sweep=logs/pipeline/multiruns/${stamp}_${pair/:/_}
+  .venv/bin/eagrl-pipeline -m "experiment=$EXPERIMENT" "dataset=${pair%%:*}" "task=${pair##*:}" "backbone=$BACKBONE" \
+    ablation=none,no_stage1,no_stage2,no_ratt,no_adaptive_clip "baselines=[]" "stages=[expert,mcts,sft,rl,evaluate,report]" \
+    "hydra.sweep.dir=$sweep" "$@"
+  sweeps+=("$sweep")
+done
+.venv/bin/eagrl-aggregate "${sweeps[@]}" --layout paper --benchmarks BENCHMARKS.md --section "$SECTION" \
+  --csv "${sweeps[0]}/$SECTION.csv" --command "EXPERIMENT=$EXPERIMENT bash experiments/table2.sh $*"
