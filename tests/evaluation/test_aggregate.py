@@ -70,3 +70,26 @@ def test_llm_jobs_get_parse_and_speed_columns(tmp_path):
     assert row["AUROC"] == "60.0 ± 0.0 (boot ± 1.0)" and row["parse failures %"] == "25.0"
     assert row["PQD format %"] == "75.0"
     assert "s/epoch (CPU)" not in header
+
+
+def test_robustness_layout_and_plot(tmp_path):
+    from eagrl.evaluation.aggregate import collect, robustness_layout, robustness_plot
+
+    runs = [("rl-eagrl", 0.0, 0, 0.70), ("rl-eagrl", 0.4, 0, 0.68), ("rl-eagrl", 0.4, 1, 0.66), ("pqd", 0.4, 0, 0.5)]
+    for number, (method, fraction, seed, auroc) in enumerate(runs):
+        job = tmp_path / str(number)
+        (job / ".hydra").mkdir(parents=True)
+        metric = {"mean": auroc, "std": 0.01}
+        metrics = {
+            "dataset": "tjh", "task": "mortality", "backbone": "smollm2_135m", "method": method, "seed": 0,
+            "split": "test", "test": {"auroc": metric, "auprc": metric}, "shuffle_fraction": fraction,
+            "shuffle_seed": seed, "parsing": {"parse_failure_rate": 0.0},
+            "generation": {"seconds_this_run": 1.0, "generated_tokens_per_second": 1.0},
+        }  # fmt: skip
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    frame, _ = collect(tmp_path)
+    table = robustness_layout(frame).set_index("model")
+    assert table.loc["smollm2_135m / rl-eagrl", "0 % AUROC"] == "70.0 ± 0.0"
+    assert table.loc["smollm2_135m / rl-eagrl", "40 % AUROC"] == "67.0 ± 1.0"  # mean ± std over the two seeds
+    assert table.loc["smollm2_135m / pqd", "40 % AUPRC"] == "50.0 ± 0.0"
+    assert robustness_plot(frame, tmp_path / "robustness.png").stat().st_size > 0

@@ -47,11 +47,14 @@ def adapter_info(cfg: DictConfig) -> dict:
 
 
 def method_name(cfg: DictConfig) -> str:
-    """``<prompt style>`` for the base model; for an adapter, the method recorded with it (``sft-trajectory``)
-    or ``adapter-<folder name>``."""
+    """``<prompt style>`` for the base model; for an adapter, the method recorded with it (``sft-trajectory``;
+    ``rl-eagrl@physionet2012`` when it was trained on another dataset) or ``adapter-<folder name>``."""
     if not cfg.adapter:
         return cfg.prompt.style
-    return adapter_info(cfg).get("method") or f"adapter-{Path(cfg.adapter).name}"
+    info = adapter_info(cfg)
+    method = info.get("method") or f"adapter-{Path(cfg.adapter).name}"
+    trained_on = info.get("dataset")
+    return f"{method}@{trained_on}" if trained_on and trained_on != cfg.dataset.name else method
 
 
 def artifact_dir(cfg: DictConfig) -> Path:
@@ -195,6 +198,8 @@ def run(cfg: DictConfig) -> dict:
         "method": method_name(cfg),
         "seed": cfg.seed,
         "split": cfg.split,
+        "shuffle_fraction": cfg.prompt.shuffle_fraction,
+        "shuffle_seed": cfg.prompt.shuffle_seed,
         cfg.split: bootstrap_metrics(labels, probabilities, cfg.evaluation.resamples, cfg.evaluation.seed),
         "parsing": counter.summary(),
         "generation": {

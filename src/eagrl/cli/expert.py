@@ -57,7 +57,39 @@ class EpochTimer(Callback):
 def artifact_dir(cfg: DictConfig) -> Path:
     """Where this config's expert artifacts live."""
     root = Path(cfg.paths.artifact_dir).expanduser().resolve()
-    return root / "expert" / cfg.dataset.name / cfg.task.name / cfg.expert.name / f"seed{cfg.seed}-{config_hash(cfg)}"
+    digest = config_hash(cfg, exclude=("robustness",))
+    return root / "expert" / cfg.dataset.name / cfg.task.name / cfg.expert.name / f"seed{cfg.seed}-{digest}"
+
+
+def shuffled_test_metrics(target: Path, cfg: DictConfig) -> dict:
+    """The trained expert's test metrics with a fraction of each patient's feature columns permuted (the paper's
+    robustness test, Figure 3: the order of the features is what a tensor model reads them by)."""
+    from eagrl.data.prompt import patient_rng, shuffle_lines
+    from eagrl.evaluation.metrics import bootstrap_metrics
+    from eagrl.experts.module import ExpertModule
+
+    checkpoint = target / "checkpoints" / "best.ckpt"
+    module = ExpertModule.load_from_checkpoint(checkpoint, weights_only=False).eval()
+    datamodule = instantiate(cfg.datamodule)
+    datamodule.prepare_data()
+    datamodule.setup()
+    arrays = datamodule.arrays["test"]
+    labels, probabilities = [], []
+    for batch in datamodule.dataloader("test"):
+        for row, index in enumerate(batch["index"].tolist()):
+            order = shuffle_lines(
+                list(range(batch["values"].shape[-1])),
+                cfg.robustness.shuffle_fraction,
+                patient_rng(cfg.robustness.shuffle_seed, arrays.patient_ids[index]),
+            )
+            batch["values"][row] = batch["values"][row][:, order]
+            batch["observed"][row] = batch["observed"][row][:, order]
+        with torch.no_grad():
+            probabilities.append(torch.sigmoid(module(batch)).numpy())
+        labels.append(batch["label"].numpy())
+    return bootstrap_metrics(
+        np.concatenate(labels), np.concatenate(probabilities), cfg.evaluation.resamples, cfg.evaluation.seed
+    )
 
 
 def export_importance(module, datamodule, cfg: DictConfig) -> pd.DataFrame:
@@ -108,8 +140,7 @@ def run(cfg: DictConfig) -> dict:
     if metrics_path.is_file() and not cfg.overwrite:
         log.info("expert already trained: %s (overwrite=true retrains)", target)
         metrics = json.loads(metrics_path.read_text())
-        _finish(metrics, target, cfg)
-        return metrics
+        return _finish(metrics, target, cfg)
 
     datamodule = instantiate(cfg.datamodule)
     datamodule.prepare_data()
@@ -172,14 +203,20 @@ def run(cfg: DictConfig) -> dict:
         status = "success"
     finally:
         close_loggers(loggers, status)
-    _finish(metrics, target, cfg)
-    return metrics
+    return _finish(metrics, target, cfg)
 
 
-def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:
-    """Report the run: its metrics into the run directory and one summary line."""
+def _finish(metrics: dict, target: Path, cfg: DictConfig) -> dict:
+    """Report the run (its metrics into the run directory, one summary line) and return the metrics; with
+    ``robustness.shuffle_fraction`` > 0 the test metrics are those with shuffled feature columns."""
     from eagrl.evaluation.metrics import format_scores
 
+    if cfg.robustness.shuffle_fraction:
+        metrics = metrics | {
+            "test": shuffled_test_metrics(target, cfg),
+            "shuffle_fraction": cfg.robustness.shuffle_fraction,
+            "shuffle_seed": cfg.robustness.shuffle_seed,
+        }
     report(
         cfg,
         metrics,
@@ -187,6 +224,7 @@ def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:
         f"test {format_scores(metrics['test'])} "
         f"({metrics['epochs']} epochs, {metrics['seconds_per_epoch']:.2f} s/epoch) -> {target}",
     )
+    return metrics
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="expert", version_base="1.3")

@@ -37,6 +37,8 @@ def _row(metrics: dict) -> dict:
         "task": metrics["task"],
         "model": metrics["expert"] if is_expert else f"{metrics['backbone']} / {metrics['method']}",
         "seed": metrics["seed"],
+        "shuffle_fraction": metrics.get("shuffle_fraction", 0.0),
+        "shuffle_seed": metrics.get("shuffle_seed", 0),
     }
     scores = metrics[metrics.get("split", "test")]
     for name in ("auroc", "auprc"):
@@ -116,6 +118,46 @@ def paper_layout(frame: pd.DataFrame) -> pd.DataFrame:
     return table.sort_index(axis=1).rename_axis("model").reset_index()
 
 
+def robustness_layout(frame: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3 as a table: one row per dataset-task and model, one column per shuffled fraction of the feature
+    lines (columns for a tensor model) and metric, mean ± std over the shuffle seeds (×100)."""
+    cells = {}
+    for (column, model, fraction), group in frame.assign(column=frame["dataset"] + "/" + frame["task"]).groupby(
+        ["column", "model", "shuffle_fraction"], sort=True
+    ):
+        row = cells.setdefault((column, model), {})
+        for metric in ("auroc", "auprc"):
+            row[f"{100 * fraction:.0f} % {metric.upper()}"] = _mean_std(group[metric])
+    table = pd.DataFrame.from_dict(cells, orient="index")
+    order = sorted(table.columns, key=lambda name: (name.split()[-1], float(name.split()[0])))
+    return table[order].rename_axis(["dataset/task", "model"]).reset_index()
+
+
+def robustness_plot(frame: pd.DataFrame, path: Path) -> Path:
+    """AUROC and AUPRC against the shuffled fraction, one line per model (mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for model, group in frame.groupby("model"):
+        by_fraction = group.groupby("shuffle_fraction")
+        for axis, metric in zip(axes, ("auroc", "auprc"), strict=True):
+            mean, std = by_fraction[metric].mean(), by_fraction[metric].std(ddof=0).fillna(0)
+            axis.errorbar(100 * mean.index, mean, yerr=std, marker="o", capsize=3, label=model)
+    for axis, metric in zip(axes, ("AUROC", "AUPRC"), strict=True):
+        axis.set(xlabel="feature lines shuffled (%)", ylabel=f"{metric} ×100")
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+LAYOUTS = {"long": summarise, "paper": paper_layout, "robustness": robustness_layout}
+
+
 def _mean_std(values: pd.Series) -> str:
     std = values.std(ddof=0) if len(values) > 1 else 0.0
     return f"{values.mean():.1f} ± {std:.1f}"
@@ -149,7 +191,7 @@ def render(multirun_dir: Path | list[Path], command: str | None, layout: str = "
         f"{len(failed)} failed.",
         "",
     ]
-    table = (summarise if layout == "long" else paper_layout)(frame) if len(frame) else None
+    table = LAYOUTS[layout](frame) if len(frame) else None
     lines.append(table.to_markdown(index=False, disable_numparse=True) if table is not None else "(no finished job)")
     if failed:
         lines += ["", "Failed jobs:", *(f"- {entry}" for entry in failed)]
@@ -175,8 +217,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmarks", type=Path, help="write the table into this markdown file")
     parser.add_argument("--section", default="experts", help="marker name of the block in --benchmarks")
     parser.add_argument("--command", help="the command that produced the multirun (recorded with the table)")
-    parser.add_argument("--layout", choices=("long", "paper"), default="long", help="long, or the paper's tables")
+    parser.add_argument(
+        "--layout", choices=tuple(LAYOUTS), default="long", help="long, paper (Tables 1, 2), robustness"
+    )
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
+    parser.add_argument("--plot", type=Path, help="robustness layout: also plot the curves into this PNG")
     args = parser.parse_args(argv)
     missing = [directory for directory in args.multirun_dir if not directory.is_dir()]
     if missing:
@@ -184,9 +229,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     content = render(args.multirun_dir, args.command, args.layout)
     print(content)
-    if args.csv:
+    if args.csv or args.plot:
         frame, _ = collect(args.multirun_dir)
-        (summarise if args.layout == "long" else paper_layout)(frame).to_csv(args.csv, index=False)
+        if args.csv:
+            LAYOUTS[args.layout](frame).to_csv(args.csv, index=False)
+        if args.plot:
+            robustness_plot(frame, args.plot)
     if args.benchmarks:
         write_section(args.benchmarks, args.section, content)
 
