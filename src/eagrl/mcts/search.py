@@ -203,6 +203,7 @@ class MCTS:
         for (patient, leaf, question, _), (reply,) in zip(asked, replies, strict=True):
             text = f"<Subquestion> {clean(question.text)} </Subquestion>\n<Answer> {clean(reply.text)} </Answer>\n"
             child = patient.tree.add_child(leaf, text, terminal=False)
+            child.details["finish"] = [question.finish_reason, reply.finish_reason]
             child.details["closed"] = closed_by_the_policy(question, reply)
             children.append((patient, child))
         probabilities = self.engine.next_token_probabilities(
@@ -257,8 +258,10 @@ class MCTS:
         )
         for (patient, leaf, listing, prefix, _), (final,) in zip(closing, finals, strict=True):
             child = patient.tree.add_child(leaf, f"{prefix} {clean(final.text)} </Final answer>", terminal=True)
-            child.details["closed"] = closed_by_the_policy(listing, final)
             parsed = parse_answer(child.answer(), self.vocabulary)
+            child.details["finish"] = [listing.finish_reason, final.finish_reason]
+            # the probability span is a few tokens: it counts as closed when a probability could be read from it
+            child.details["closed"] = closed_by_the_policy(listing) and (final.finish_reason == "stop" or parsed.parsed)
             terms = score_answer(parsed, patient.label, patient.expert_features, self.reward)
             patient.tree.simulate(
                 child,
