@@ -56,9 +56,10 @@ def _train(rl: RLConfig, reward=letters):
 
 
 @pytest.mark.slow
-def test_toy_reward_rises_and_every_trainable_parameter_changes():
-    rl = RLConfig(steps=30, prompts_per_step=2, group_size=8, updates_per_step=2, lr=2e-2, max_new_tokens=12,
-                  adaptive_clip=False, batch_size=16)  # fmt: skip
+@pytest.mark.parametrize("updates_per_step", [1, 2])  # 1: the scoring pass is the update's forward pass (fused)
+def test_toy_reward_rises_and_every_trainable_parameter_changes(updates_per_step):
+    rl = RLConfig(steps=30, prompts_per_step=2, group_size=8, updates_per_step=updates_per_step, lr=2e-2,
+                  max_new_tokens=12, adaptive_clip=False, batch_size=16)  # fmt: skip
     module, model, initial = _train(rl)
     history = module.history
     assert len(history) == 30 and all(math.isfinite(h["loss"]) for h in history)

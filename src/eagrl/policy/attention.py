@@ -48,7 +48,8 @@ class AttentionProbe:
     mass: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def record(self, layer: int, probabilities: torch.Tensor) -> None:
-        """Add one layer's probabilities (batch, heads, queries, keys)."""
+        """Add one layer's probabilities (batch, heads, queries, keys); recorded without gradient."""
+        probabilities = probabilities.detach()
         per_query = probabilities if self.per_head else probabilities.mean(dim=1, keepdim=True)
         if self.query_mask is not None:
             per_query = per_query * self.query_mask[:, None, -per_query.shape[2] :, None].to(per_query.dtype)

@@ -183,6 +183,8 @@ class PolicyRLModule(L.LightningModule):
         self.reward, self.vocabulary, self.probe_layers = reward, vocabulary, tuple(probe_layers)
         self.reference_adapter = reference_adapter
         self.engine = GenerationEngine(model, tokenizer, batch_size=rl.batch_size, progress=False)
+        # one update per step: the scoring pass doubles as the update's forward pass (see sample_groups)
+        self.fused = rl.updates_per_step == 1
         self.completed_steps = 0
         self.history: list[dict[str, float]] = []
 
@@ -261,9 +263,12 @@ class PolicyRLModule(L.LightningModule):
             )
         return kept, self.rollout_stats(sampled, kept)
 
-    @torch.no_grad()
     def sample_groups(self, prompts: list[RLPrompt], step: int) -> list[Group]:
-        """G answers per prompt from the current policy, scored and rewarded."""
+        """G answers per prompt from the current policy, scored and rewarded.
+
+        With one update per step the scoring pass keeps its graph and is the update's forward pass too (π_old =
+        π_θ there, so the ratio is 1 and only the gradient is needed): one pass over each group instead of two.
+        """
         sampling = SamplingConfig(
             max_new_tokens=self.rl.max_new_tokens,
             temperature=self.rl.temperature,
@@ -282,7 +287,8 @@ class PolicyRLModule(L.LightningModule):
             # the end-of-sequence token is part of the answer: stopping is a decision the policy is trained on
             responses = [g.token_ids + ([g.eos_id] if g.eos_id is not None else []) for g in generations]
             texts = [generation.text for generation in generations]
-            old = self._score(prompt, responses, entropy=True, probe_layers=self.probe_layers)
+            with torch.set_grad_enabled(self.fused):
+                old = self._score(prompt, responses, entropy=True, probe_layers=self.probe_layers)
             masses = feature_mass(old.prompt_mass, prompt.feature_spans) if old.prompt_mass is not None else None
             terms, correct, key_entropy = [], [], []
             for row, text in enumerate(texts):
@@ -296,7 +302,7 @@ class PolicyRLModule(L.LightningModule):
                 )
             ref_logp = None
             if self.rl.kl_coef > 0:
-                with self.reference():
+                with torch.no_grad(), self.reference():
                     ref_logp = self._score(prompt, responses).logp
             groups.append(
                 Group(
@@ -371,9 +377,10 @@ class PolicyRLModule(L.LightningModule):
                 rows, length = len(group.responses), group.old.mask.shape[1]
                 group_weights = weights[row : row + rows, :length]
                 row += rows
-                new = self._score(group.prompt, group.responses)
+                new = group.old if self.fused else self._score(group.prompt, group.responses)
+                old_logp = group.old.logp.detach()
                 per_token, clipped = clipped_surrogate(
-                    new.logp, group.old.logp, group.advantages, self.rl.eps_low, group.eps_high
+                    new.logp, old_logp, group.advantages, self.rl.eps_low, group.eps_high
                 )
                 kl = k3_kl(new.logp, group.ref_logp) if group.ref_logp is not None else torch.zeros_like(per_token)
                 loss = (group_weights * (per_token + self.rl.kl_coef * kl)).sum()
@@ -383,7 +390,7 @@ class PolicyRLModule(L.LightningModule):
                 self.manual_backward(loss)
                 loss_sum += float(loss.detach())
                 real = group.old.mask > 0
-                ratio = torch.exp(new.logp.detach() - group.old.logp)
+                ratio = torch.exp(new.logp.detach() - old_logp)
                 positive, negative = (group.advantages > 0)[:, None], (group.advantages < 0)[:, None]
                 counts["clip_fraction"] += float((clipped & real).sum())
                 counts["clip_high_fraction"] += float(((ratio > 1 + group.eps_high[:, None]) & positive & real).sum())

@@ -95,9 +95,9 @@ class Scored:
     Attributes:
         logp: (G, T) log-probability of each sampled token.
         mask: (G, T) 1 on real answer tokens.
-        entropy: (G, T) entropy of the policy at each position (nats), or None when not asked for.
-        prompt_mass: (G, prompt tokens) attention the answer puts on each prompt token (probed layers' mean),
-            or None when not asked for.
+        entropy: (G, T) entropy of the policy at each position (nats, no gradient), or None when not asked for.
+        prompt_mass: (G, prompt tokens) attention the answer puts on each prompt token (probed layers' mean, no
+            gradient), or None when not asked for.
     """
 
     logp: torch.Tensor
@@ -144,7 +144,7 @@ def score_responses(
     return Scored(
         logp=logp,
         mask=mask,
-        entropy=token_entropy(logits) * mask if entropy else None,
+        entropy=token_entropy(logits.detach()) * mask if entropy else None,
         prompt_mass=prompt_mass,
     )
 
