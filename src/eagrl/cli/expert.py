@@ -153,6 +153,7 @@ def run(cfg: DictConfig) -> dict:
         params=OmegaConf.to_container(cfg.expert.params),
         lr=cfg.expert.lr,
         weight_decay=cfg.expert.weight_decay,
+        on_nonfinite=cfg.train.on_nonfinite,
     )
     checkpoints = target / "checkpoints"
     last = checkpoints / "last.ckpt"
@@ -178,6 +179,7 @@ def run(cfg: DictConfig) -> dict:
             log.info("resuming from %s", resume)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         best = checkpoints / "best.ckpt"
+        skipped = module.guard.count
         module = ExpertModule.load_from_checkpoint(best, weights_only=False) if best.is_file() else module
         importance = export_importance(module, datamodule, cfg)
         test = importance[importance["split"] == "test"]
@@ -194,6 +196,7 @@ def run(cfg: DictConfig) -> dict:
             "resumed": resume is not None,
             "seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else float("nan"),
             "parameters": sum(p.numel() for p in module.parameters()),
+            "nonfinite_skips": skipped,
             "importance_method": cfg.expert.importance,
             "top_k": cfg.expert.top_k,
             "artifact_dir": str(target),

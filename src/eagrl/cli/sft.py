@@ -141,7 +141,7 @@ def run(cfg: DictConfig) -> dict:
     val_loader = sft_loader(val_items, cfg.sft.batch_size, pad_id, shuffle=False, seed=cfg.seed) if val_items else None
 
     model = attach_lora(backbone.model, cfg.backbone.lora)
-    module = PolicySFTModule(model, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay)
+    module = PolicySFTModule(model, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay, on_nonfinite=cfg.sft.on_nonfinite)
     checkpoints = target / "checkpoints"
     if cfg.overwrite:
         shutil.rmtree(checkpoints, ignore_errors=True)
@@ -198,6 +198,7 @@ def run(cfg: DictConfig) -> dict:
             "resumed": resume is not None,
             "train_tokens_per_second": train_tokens / seconds if seconds else None,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "nonfinite_skips": module.guard.count,
             "threads": threads,
             "artifact_dir": str(target),
         }

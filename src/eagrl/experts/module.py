@@ -16,6 +16,7 @@ from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
 from eagrl.errors import ConfigError
 from eagrl.experts.base import EXPERTS, ExpertNet, net_inputs
+from eagrl.utils.numerics import NonFiniteGuard
 
 
 def build_expert(name: str, n_dynamic: int, n_static: int, **params: Any) -> ExpertNet:
@@ -34,11 +35,22 @@ class ExpertModule(L.LightningModule):
         params: constructor arguments of the network (hidden_dim, dropout, ...).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        on_nonfinite: a non-finite training loss is skipped (``skip``) or stops the run (``stop``).
     """
 
-    def __init__(self, name: str, n_dynamic: int, n_static: int, params: dict, lr: float, weight_decay: float):
+    def __init__(
+        self,
+        name: str,
+        n_dynamic: int,
+        n_static: int,
+        params: dict,
+        lr: float,
+        weight_decay: float,
+        on_nonfinite: str = "skip",
+    ):
         super().__init__()
         self.save_hyperparameters()
+        self.guard = NonFiniteGuard(on_nonfinite, "train.on_nonfinite")
         self.net = build_expert(name, n_dynamic, n_static, **params)
         self.loss = nn.BCEWithLogitsLoss()
         metrics = MetricCollection({"auroc": BinaryAUROC(), "auprc": BinaryAveragePrecision()})
@@ -63,8 +75,12 @@ class ExpertModule(L.LightningModule):
         self.log_dict(metrics, on_epoch=True, on_step=False, prog_bar=split == "val")
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        """The batch's loss, or None (Lightning skips the batch) when it is not finite."""
+        loss = self._step(batch, "train")
+        finite = self.guard.check(loss, self.global_step)
+        self.log("train/nonfinite_skips", float(self.guard.count), on_step=False, on_epoch=True, batch_size=1)
+        return loss if finite else None
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

@@ -21,6 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
+from eagrl.utils.numerics import NonFiniteGuard
+
 #: label value of a token that is not trained on
 IGNORE = -100
 
@@ -103,12 +105,14 @@ class PolicySFTModule(L.LightningModule):
         model: the policy, usually a peft model whose adapter is the only trainable part.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        on_nonfinite: a non-finite loss is skipped (``skip``) or stops the run (``stop``).
     """
 
-    def __init__(self, model: torch.nn.Module, lr: float = 2e-4, weight_decay: float = 0.0):
+    def __init__(self, model: torch.nn.Module, lr: float = 2e-4, weight_decay: float = 0.0, on_nonfinite: str = "skip"):
         super().__init__()
         self.model = model
         self.save_hyperparameters(ignore=["model"])
+        self.guard = NonFiniteGuard(on_nonfinite, "sft.on_nonfinite")
         # checkpoints skip the frozen base weights, so loading one restores the adapter only
         self.strict_loading = False
 
@@ -121,8 +125,12 @@ class PolicySFTModule(L.LightningModule):
             use_cache=False,
         ).loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        """The batch's loss, or None (Lightning skips the batch) when it is not finite."""
         loss = self(batch)
+        if not self.guard.check(loss, self.global_step):
+            self.log("train/nonfinite_skips", float(self.guard.count), on_step=True, batch_size=1)
+            return None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]), on_step=True, on_epoch=True)
         return loss
 

@@ -42,6 +42,7 @@ from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
 from eagrl.rewards import RewardConfig, RewardTerms, attention_agreement, score_answer
 from eagrl.rl.objectives import ADVANTAGES, AGGREGATIONS, adaptive_clip_high, clipped_surrogate, k3_kl
 from eagrl.rl.rollout import RLPrompt, Scored, feature_mass, key_token_span, score_responses
+from eagrl.utils.numerics import NonFiniteGuard
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class RLConfig:
     max_resample_rounds: int = 1
     batch_size: int = 16
     checkpoint_every_steps: int = 5
+    on_nonfinite: str = "skip"
     seed: int = 0
 
     def __post_init__(self):
@@ -185,6 +187,7 @@ class PolicyRLModule(L.LightningModule):
         self.engine = GenerationEngine(model, tokenizer, batch_size=rl.batch_size, progress=False)
         # one update per step: the scoring pass doubles as the update's forward pass (see sample_groups)
         self.fused = rl.updates_per_step == 1
+        self.guard = NonFiniteGuard(rl.on_nonfinite, "rl.on_nonfinite")
         self.completed_steps = 0
         self.history: list[dict[str, float]] = []
 
@@ -254,8 +257,16 @@ class PolicyRLModule(L.LightningModule):
             rounds += 1
             if not self.rl.dynamic_sampling or rounds > self.rl.max_resample_rounds:
                 break
+        # a group with a non-finite reward or advantage teaches nothing trustworthy: it is dropped (counted)
+        finite = []
         for group in kept:
             group.advantages = ADVANTAGES[self.rl.advantage](group.rewards[None])[0]
+            if self.guard.check(group.rewards, step, "reward") and self.guard.check(
+                group.advantages, step, "advantage"
+            ):
+                finite.append(group)
+        kept = finite
+        for group in kept:
             group.eps_high = (
                 adaptive_clip_high(group.key_entropy[None], self.rl.eps_min, self.rl.eps_max)[0]
                 if self.rl.adaptive_clip
@@ -346,6 +357,7 @@ class PolicyRLModule(L.LightningModule):
             "key_entropy": float(np.nanmean(key_entropy.numpy())) if torch.isfinite(key_entropy).any() else math.nan,
             "groups_sampled": float(len(sampled)),
             "groups_kept": float(len(kept)),
+            "nonfinite": float(self.guard.count),
         }
         if kept:
             eps_high = torch.cat([group.eps_high for group in kept])
@@ -384,7 +396,7 @@ class PolicyRLModule(L.LightningModule):
                 )
                 kl = k3_kl(new.logp, group.ref_logp) if group.ref_logp is not None else torch.zeros_like(per_token)
                 loss = (group_weights * (per_token + self.rl.kl_coef * kl)).sum()
-                if not torch.isfinite(loss):
+                if not self.guard.check(loss, self.completed_steps):
                     finite = False
                     break
                 self.manual_backward(loss)
@@ -400,10 +412,6 @@ class PolicyRLModule(L.LightningModule):
             if not finite:
                 optimizer.zero_grad()
                 skipped_updates += 1
-                log.warning(
-                    "step %d: a non-finite loss; this update is skipped (counted as nonfinite_skips)",
-                    self.completed_steps,
-                )
                 continue
             self.clip_gradients(optimizer, gradient_clip_val=self.rl.max_grad_norm, gradient_clip_algorithm="norm")
             optimizer.step()
@@ -413,5 +421,5 @@ class PolicyRLModule(L.LightningModule):
                 totals[key] += counts[key]
             tokens += counts["tokens"]
         stats = {key: value / max(tokens, 1.0) if key != "loss" else value for key, value in totals.items()}
-        stats["nonfinite_skips"] = float(skipped_updates)
+        stats["skipped_updates"] = float(skipped_updates)
         return stats
