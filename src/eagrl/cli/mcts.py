@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from eagrl.errors import ConfigError, DataError
 from eagrl.experts.salient import check_patients, expert_importance, salient_features
 from eagrl.utils.artifacts import config_hash, file_digest, write_json
+from eagrl.utils.config import typed
 from eagrl.utils.entry import CONFIG_DIR, configure_threads, report, user_errors
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,9 @@ def run(cfg: DictConfig) -> dict:
         )
     if cfg.prompt.style != "pqd":
         raise ConfigError(f"prompt={cfg.prompt.style}: the search writes PQD answers; use prompt=pqd")
-    search = SearchConfig.from_config(cfg.mcts, seed=cfg.seed)
-    selection = SelectionConfig.from_config(cfg.mcts.selection)
-    reward = RewardConfig.from_config(cfg.reward)
+    search = typed(SearchConfig, cfg.mcts, "mcts", ignore=("selection",), seed=cfg.seed)
+    selection = typed(SelectionConfig, cfg.mcts.selection, "mcts.selection")
+    reward = typed(RewardConfig, cfg.reward, "reward")
     if reward.needs_internal:
         raise ConfigError(
             f"reward.attention={reward.attention}: the search scores declared features (reward.attention=declared "

@@ -33,6 +33,7 @@ from eagrl.cli.evaluate import ADAPTER_INFO
 from eagrl.errors import ConfigError
 from eagrl.experts.salient import check_patients, expert_importance, importance_distribution, salient_features
 from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, write_json
+from eagrl.utils.config import typed
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,8 @@ def run(cfg: DictConfig) -> dict:
     from eagrl.rewards import RewardConfig
     from eagrl.rl.module import PolicyRLModule, RLConfig, StepCheckpoint, paper_reward, step_loader
 
-    rl = RLConfig.from_config(cfg.rl, seed=cfg.seed)
-    reward = RewardConfig.from_config(cfg.reward)
+    rl = typed(RLConfig, cfg.rl, "rl", seed=cfg.seed)
+    reward = typed(RewardConfig, cfg.reward, "reward")
     threads = configure_threads(cfg.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     start = init_adapter(cfg)
@@ -149,7 +150,7 @@ def run(cfg: DictConfig) -> dict:
         _check_prompt(cfg, start)
     else:
         model = attach_lora(backbone.model, cfg.backbone.lora)
-    layers = list(cfg.reward.attention_layers) if reward.needs_internal else []
+    layers = list(reward.attention_layers) if reward.needs_internal else []
     module = PolicyRLModule(
         model,
         backbone.tokenizer,

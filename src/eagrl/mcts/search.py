@@ -19,7 +19,7 @@ was searched in: a resumed search reproduces an uninterrupted one.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from eagrl.errors import ConfigError
@@ -58,11 +58,6 @@ class SearchConfig:
             raise ConfigError("mcts.rollouts, mcts.step_children and mcts.answer_children must be >= 1")
         if not 0 <= self.min_depth <= self.max_depth:
             raise ConfigError(f"mcts needs 0 <= min_depth <= max_depth, got {self.min_depth} and {self.max_depth}")
-
-    @classmethod
-    def from_config(cls, cfg: Mapping, seed: int) -> SearchConfig:
-        """Build from the ``mcts`` group (its ``selection`` block and unknown keys are ignored)."""
-        return cls(**{name: cfg[name] for name in cls.__dataclass_fields__ if name in cfg}, seed=seed)
 
 
 @dataclass

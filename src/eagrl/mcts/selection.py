@@ -6,7 +6,6 @@ every span closed by the policy), the top-k per patient, class balance.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -35,10 +34,6 @@ class SelectionConfig:
     def __post_init__(self):
         if self.top_k < 1:
             raise ConfigError(f"mcts.selection.top_k must be >= 1, got {self.top_k}")
-
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> SelectionConfig:
-        return cls(**{name: cfg[name] for name in cls.__dataclass_fields__ if name in cfg})
 
 
 def select_paths(paths: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:

@@ -14,13 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
+from eagrl.policy.lightning import AdapterModule
 from eagrl.utils.numerics import NonFiniteGuard
 
 #: label value of a token that is not trained on
@@ -98,8 +97,8 @@ def sft_loader(items: list[dict[str, list[int]]], batch_size: int, pad_id: int, 
     )
 
 
-class PolicySFTModule(L.LightningModule):
-    """Next-token SFT of a (LoRA-wrapped) causal LM; checkpoints hold only the trainable weights.
+class PolicySFTModule(AdapterModule):
+    """Next-token SFT of a (LoRA-wrapped) causal LM; checkpoints hold only the adapter (:class:`AdapterModule`).
 
     Args:
         model: the policy, usually a peft model whose adapter is the only trainable part.
@@ -109,12 +108,10 @@ class PolicySFTModule(L.LightningModule):
     """
 
     def __init__(self, model: torch.nn.Module, lr: float = 2e-4, weight_decay: float = 0.0, on_nonfinite: str = "skip"):
-        super().__init__()
+        super().__init__(lr, weight_decay)
         self.model = model
         self.save_hyperparameters(ignore=["model"])
         self.guard = NonFiniteGuard(on_nonfinite, "sft.on_nonfinite")
-        # checkpoints skip the frozen base weights, so loading one restores the adapter only
-        self.strict_loading = False
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over the completion tokens of the batch (nats per token)."""
@@ -136,11 +133,3 @@ class PolicySFTModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.log("val/loss", self(batch), prog_bar=True, batch_size=len(batch["input_ids"]), on_epoch=True)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        trainable = [parameter for parameter in self.parameters() if parameter.requires_grad]
-        return torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {name for name, parameter in self.named_parameters() if parameter.requires_grad}
-        checkpoint["state_dict"] = {key: value for key, value in checkpoint["state_dict"].items() if key in trainable}

@@ -16,7 +16,7 @@ paper's weighting and the one reported for the authors' code (log-lik 1.0, margi
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +39,7 @@ class RewardConfig:
         clip: ŷ is clipped to [clip, 1 − clip] inside the log.
         parse_failure_reward: R of an answer with no readable probability.
         attention: what R_att measures: declared, internal, both or none.
+        attention_layers: layers whose attention the internal measure reads (negative counts from the last).
     """
 
     cls_weight: float = 0.6
@@ -47,6 +48,7 @@ class RewardConfig:
     clip: float = 0.01
     parse_failure_reward: float = -5.0
     attention: str = "declared"
+    attention_layers: tuple[int, ...] = (-4, -3, -2, -1)
 
     def __post_init__(self):
         if self.attention not in ATTENTION_MODES:
@@ -56,12 +58,6 @@ class RewardConfig:
         for name in ("cls_weight", "att_weight", "margin_beta", "parse_failure_reward"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"reward.{name} must be a finite number, got {getattr(self, name)}")
-
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> RewardConfig:
-        """Build from the ``reward`` group (keys beyond the dataclass fields are ignored)."""
-        values = {name: cfg[name] for name in cls.__dataclass_fields__ if name in cfg}
-        return cls(**{name: value if name == "attention" else float(value) for name, value in values.items()})
 
     @property
     def needs_internal(self) -> bool:

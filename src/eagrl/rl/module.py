@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from eagrl.errors import ConfigError
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
+from eagrl.policy.lightning import AdapterModule
 from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
 from eagrl.rewards import RewardConfig, RewardTerms, attention_agreement, score_answer
 from eagrl.rl.objectives import ADVANTAGES, AGGREGATIONS, adaptive_clip_high, clipped_surrogate, k3_kl
@@ -91,11 +92,6 @@ class RLConfig:
             )
         if self.prompts_per_step < 1 or self.updates_per_step < 1 or self.steps < 0:
             raise ConfigError("rl.prompts_per_step and rl.updates_per_step must be >= 1, rl.steps >= 0")
-
-    @classmethod
-    def from_config(cls, cfg: Mapping, seed: int) -> RLConfig:
-        """Build from the ``rl`` group (unknown keys are ignored)."""
-        return cls(**{name: cfg[name] for name in cls.__dataclass_fields__ if name in cfg}, seed=seed)
 
 
 @dataclass
@@ -151,7 +147,7 @@ def step_loader(steps: int) -> DataLoader:
     return DataLoader(torch.arange(2 * steps + 1), batch_size=1)
 
 
-class PolicyRLModule(L.LightningModule):
+class PolicyRLModule(AdapterModule):
     """GRPO-family RL of a LoRA policy on :class:`RLPrompt` patients.
 
     Args:
@@ -177,10 +173,8 @@ class PolicyRLModule(L.LightningModule):
         probe_layers: Sequence[int] = (),
         reference_adapter: str | None = None,
     ):
-        super().__init__()
+        super().__init__(rl.lr, rl.weight_decay)
         self.automatic_optimization = False
-        # checkpoints hold the adapter only (see on_save_checkpoint)
-        self.strict_loading = False
         self.model, self.tokenizer, self.prompts, self.rl = model, tokenizer, list(prompts), rl
         self.reward, self.vocabulary, self.probe_layers = reward, vocabulary, tuple(probe_layers)
         self.reference_adapter = reference_adapter
@@ -192,13 +186,8 @@ class PolicyRLModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
 
     # ---- Lightning plumbing -------------------------------------------------------------------------------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        trainable = [parameter for parameter in self.parameters() if parameter.requires_grad]
-        return torch.optim.AdamW(trainable, lr=self.rl.lr, weight_decay=self.rl.weight_decay)
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {name for name, parameter in self.named_parameters() if parameter.requires_grad}
-        checkpoint["state_dict"] = {key: value for key, value in checkpoint["state_dict"].items() if key in trainable}
+        super().on_save_checkpoint(checkpoint)
         checkpoint["rl_completed_steps"] = self.completed_steps
         checkpoint["rl_history"] = self.history
 

@@ -1,0 +1,28 @@
+"""Config blocks as typed dataclasses: an unknown key or a value of the wrong type fails at start-up with its path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from eagrl.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def typed(schema: type[T], cfg: Mapping | DictConfig, path: str, ignore: tuple[str, ...] = (), **extra) -> T:
+    """``schema`` (a dataclass) built from the config block at ``path`` (its keys but ``ignore``) and ``extra``.
+
+    Raises a one-line :class:`ConfigError` naming ``path.key`` for an unknown key or a value of the wrong type.
+    """
+    values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    values = {key: value for key, value in values.items() if key not in ignore} | extra
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or getattr(error, "key", None) or "?"
+        message = str(error).splitlines()[0]
+        raise ConfigError(f"{path}.{key}: {message}") from None
