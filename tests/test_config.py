@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from eagrl.utils.entry import CONFIG_DIR
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_cli
 
 GROUPS = {
     group.name: sorted(path.stem for path in group.glob("*.yaml") if not path.stem.startswith("_"))
@@ -91,3 +91,38 @@ def test_every_yaml_field_has_a_comment_above_it():
             if not previous.startswith("#"):
                 missing.append(f"{path.relative_to(CONFIG_DIR)}:{number + 1} {key}")
     assert not missing, missing
+
+
+#: the README's "Scaling up" commands, as entry config + overrides
+SCALING = [
+    ("expert", ["trainer=ddp", "trainer.accelerator=cpu", "hydra/launcher=local"]),
+    ("expert", ["trainer=gpu", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"]),
+    ("sft", ["backbone=qwen2_5_7b_instruct", "trainer=fsdp", "trainer.devices=8", "hydra/launcher=slurm"]),
+    ("rl", ["backbone=qwen2_5_7b_instruct", "trainer=gpu", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=1"]),
+    ("mcts", ["backbone=llama3_1_8b_instruct", "mcts=paper", "hydra/launcher=slurm"]),
+    ("evaluate", ["backbone=qwen2_5_3b_instruct", "hydra/launcher=slurm"]),
+    ("pipeline", ["backbone=qwen2_5_7b_instruct", "mcts=paper", "trainer=gpu", "hydra/launcher=slurm"]),
+]
+
+
+@pytest.mark.parametrize(("entry", "overrides"), SCALING)
+def test_scaling_configs_compose(entry, overrides, tmp_path):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose(entry, overrides=[f"paths.output_dir={tmp_path}", *overrides], return_hydra_config=True)
+    OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    strategies = [o.split("=")[1] for o in overrides if o in ("trainer=ddp", "trainer=fsdp")]
+    if strategies:
+        assert cfg.trainer.strategy == strategies[0]
+    if "hydra/launcher=slurm" in overrides:
+        assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+
+
+def test_cfg_job_prints_a_scaled_config(tmp_path):
+    result = run_cli(
+        "rl", ["backbone=qwen2_5_7b_instruct", "trainer=fsdp", "hydra/launcher=slurm", "--cfg", "job"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert "strategy: fsdp" in result.stdout and "Qwen/Qwen2.5-7B-Instruct" in result.stdout
