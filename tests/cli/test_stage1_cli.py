@@ -76,7 +76,7 @@ def test_one_line_errors(searched, overrides, message):
 def test_changing_the_selection_reselects_without_searching_again(searched):
     tmp, _ = searched
     folder = _artifact(tmp / "artifacts", "mcts")
-    result = run_cli("mcts", [*MCTS, "mcts.selection.top_k=1", "mcts.selection.balance=false"], tmp)
+    result = run_cli("mcts", [*MCTS, "mcts.selection.top_k=1", "mcts.selection.balance=none"], tmp)
     assert result.returncode == 0, result.stderr[-2000:]
     output = result.stdout + result.stderr
     assert "8 of 8 shards already searched" in output and "backbone tiny_random" not in output

@@ -31,10 +31,10 @@ def _selected(**settings):
 
 
 def test_filters_and_top_k_without_balance():
-    assert _selected(top_k=2, balance=False) == [("a", 1), ("a", 2), ("b", 2), ("d", 1)]
-    assert _selected(top_k=1, balance=False, min_att=0.3) == [("a", 1), ("b", 2), ("d", 1)]
-    assert _selected(top_k=1, balance=False, require_closed=False) == [("a", 1), ("b", 1), ("d", 1)]
-    assert _selected(top_k=4, balance=False, correct_side=False) == [
+    assert _selected(top_k=2, balance="none") == [("a", 1), ("a", 2), ("b", 2), ("d", 1)]
+    assert _selected(top_k=1, balance="none", min_att=0.3) == [("a", 1), ("b", 2), ("d", 1)]
+    assert _selected(top_k=1, balance="none", require_closed=False) == [("a", 1), ("b", 1), ("d", 1)]
+    assert _selected(top_k=4, balance="none", correct_side=False) == [
         ("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 2), ("d", 1)
     ]  # fmt: skip
 
@@ -42,6 +42,11 @@ def test_filters_and_top_k_without_balance():
 def test_balance_keeps_the_best_of_the_larger_class():
     # 3 positives (a1, a2, a3) vs 2 negatives (b2, d1): the lowest-reward positive goes
     assert _selected(top_k=3) == [("a", 1), ("a", 2), ("b", 2), ("d", 1)]
+
+
+def test_upsampling_repeats_the_best_of_the_smaller_class():
+    # 3 positives vs 2 negatives: the best negative (b2, R 0.2) is repeated once
+    assert _selected(top_k=3, balance="upsample") == [("a", 1), ("a", 2), ("a", 3), ("b", 2), ("b", 2), ("d", 1)]
 
 
 def test_top_k_must_be_positive():

@@ -12,6 +12,9 @@ import pandas as pd
 
 from eagrl.errors import ConfigError
 
+#: how the classes are balanced
+BALANCING = ("downsample", "upsample", "none")
+
 
 @dataclass(frozen=True)
 class SelectionConfig:
@@ -22,18 +25,21 @@ class SelectionConfig:
         correct_side: keep only answers on the label's side of 0.5 (ŷ > 0.5 for y = 1, ŷ < 0.5 for y = 0).
         min_att: keep only answers whose R_att is at least this.
         require_closed: keep only answers whose every span the policy closed itself (none cut by a token budget).
-        balance: drop the lowest-reward answers of the larger class until both classes hold as many.
+        balance: ``downsample`` (drop the lowest-reward answers of the larger class until both hold as many),
+            ``upsample`` (repeat the smaller class's answers, best first, until both hold as many) or ``none``.
     """
 
     top_k: int = 2
     correct_side: bool = True
     min_att: float = 0.0
     require_closed: bool = True
-    balance: bool = True
+    balance: str = "downsample"
 
     def __post_init__(self):
         if self.top_k < 1:
             raise ConfigError(f"mcts.selection.top_k must be >= 1, got {self.top_k}")
+        if self.balance not in BALANCING:
+            raise ConfigError(f"mcts.selection.balance={self.balance!r}: use one of {', '.join(BALANCING)}")
 
 
 def select_paths(paths: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
@@ -53,11 +59,15 @@ def select_paths(paths: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
         .drop_duplicates(["patient_id", "completion"])
     )
     selected = ranked.groupby("patient_id", sort=False).head(cfg.top_k)
-    if cfg.balance and selected["label"].nunique() == 2:
-        smaller = selected["label"].value_counts().min()
-        selected = (
-            selected.sort_values(["r_total", "patient_id", "node"], ascending=[False, True, True])
-            .groupby("label", sort=False)
-            .head(smaller)
-        )
-    return selected.sort_values(["patient_id", "r_total"], ascending=[True, False]).reset_index(drop=True)
+    if cfg.balance != "none" and selected["label"].nunique() == 2:
+        counts = selected["label"].value_counts()
+        best_first = selected.sort_values(["r_total", "patient_id", "node"], ascending=[False, True, True])
+        if cfg.balance == "downsample":
+            selected = best_first.groupby("label", sort=False).head(counts.min())
+        else:
+            smaller = best_first[best_first["label"] == counts.idxmin()]
+            repeats = [smaller.iloc[[index % len(smaller)]] for index in range(counts.max() - counts.min())]
+            selected = pd.concat([selected, *repeats])
+    return selected.sort_values(["patient_id", "r_total"], ascending=[True, False], kind="stable").reset_index(
+        drop=True
+    )
