@@ -34,15 +34,20 @@ def compose_config(config_name: str, overrides: list[str], tmp_dir: Path) -> Dic
 
 
 def cli_command(stage: str, overrides: list[str], tmp_dir: Path, raw_source: str = RAW_SOURCE):
-    """The command line and environment of ``eagrl-<stage>`` with outputs under ``tmp_dir`` (run it there)."""
+    """The command line and environment of ``eagrl-<stage>`` with outputs under ``tmp_dir`` (run it there).
+
+    Hydra's flags (``-m``, ``--cfg job``) go before every override: argparse stops reading overrides at a flag.
+    """
+    flags = [item for item in overrides if item.startswith("-") or item in ("job", "hydra", "all")]
     command = [
         sys.executable,
         "-m",
         f"eagrl.cli.{stage}",
+        *flags,
         f"paths.data_dir={tmp_dir / 'data'}",
         f"paths.log_dir={tmp_dir / 'logs'}",
         f"hydra.run.dir={tmp_dir / 'run'}",
-        *overrides,
+        *(item for item in overrides if item not in flags),
     ]
     return command, {**os.environ, "EAGRL_RAW_SOURCE": raw_source, "WANDB_SILENT": "true"}
 
