@@ -67,9 +67,8 @@ def _results(job: Path) -> list[dict]:
 
 
 def collect(multirun_dir: Path | list[Path]) -> tuple[pd.DataFrame, list[str]]:
-    """Finished jobs' results as rows, and the overrides of every job that did not finish.
-
-    A pipeline job is finished when it wrote its report (``report.md``).
+    """Finished jobs' results as rows (column ``job``: the job's folder), and the overrides of every job that did
+    not finish. A pipeline job is finished when it wrote its report (``report.md``).
     """
     rows, failed = [], []
     directories = multirun_dir if isinstance(multirun_dir, list) else [multirun_dir]
@@ -80,7 +79,7 @@ def collect(multirun_dir: Path | list[Path]) -> tuple[pd.DataFrame, list[str]]:
         if not results or (pipeline and not (job / "report.md").is_file()):
             overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
             failed.append(f"job {job.parent.name}/{job.name}: {' '.join(overrides)}")
-        rows += [_row(metrics) for metrics in results]
+        rows += [{**_row(metrics), "job": str(job)} for metrics in results]
     return pd.DataFrame(rows), failed
 
 
@@ -185,9 +184,10 @@ def render(multirun_dir: Path | list[Path], command: str | None, layout: str = "
     """The markdown section for one multirun (``layout``: ``long`` one row per dataset, task and model with cost
     columns; ``paper`` the Table 1 / Table 2 shape)."""
     frame, failed = collect(multirun_dir)
+    finished = frame["job"].nunique() if len(frame) else 0
     lines = [
         f"Command: `{command or '(see the multirun.yaml of ' + str(multirun_dir) + ')'}`  ",
-        f"Machine: {machine()}; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; {len(frame)} jobs finished, "
+        f"Machine: {machine()}; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; {finished} jobs finished, "
         f"{len(failed)} failed.",
         "",
     ]

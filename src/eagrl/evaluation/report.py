@@ -105,6 +105,14 @@ def top_features(predictions: pd.DataFrame, importance: pd.DataFrame, count: int
     return "\n".join(lines)
 
 
+def read_history(path: Path) -> pd.DataFrame:
+    """An RL run's per-step history; empty when the file is missing or the run took no step (w/o Stage 2)."""
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
 def write_report(
     run_dir: Path,
     evaluations: dict[str, dict],
@@ -129,8 +137,7 @@ def write_report(
         curves(evaluations, expert, run_dir)
         sections += ["## ROC and precision–recall curves", "", "![ROC](roc.png) ![PR](pr.png)", ""]
     if rl is not None:
-        history_path = Path(rl["artifact_dir"]) / "history.csv"
-        history = pd.read_csv(history_path) if history_path.is_file() else pd.DataFrame()
+        history = read_history(Path(rl["artifact_dir"]) / "history.csv")
         if len(history):
             reward_curve(history, run_dir / "reward.png")
             sections += [f"## RL ({rl['method']}, {len(history)} steps)", "", "![reward](reward.png)", ""]
