@@ -1,8 +1,15 @@
-"""Artifact folders depend on what changes a result, not on where files go."""
+"""Artifact folders depend on what changes a result, not on where files go; a finished artifact or a checkpoint
+that was truncated or changed afterwards is refused with a line naming the file, never reused."""
 
 from __future__ import annotations
 
-from eagrl.utils.artifacts import config_hash
+import json
+
+import pytest
+import torch
+
+from eagrl.errors import ArtifactError
+from eagrl.utils.artifacts import config_hash, find_artifact, finished_metrics, resumable, seal
 from tests.conftest import compose_config
 
 
@@ -12,3 +19,46 @@ def test_config_hash_ignores_paths_and_logging_but_not_settings(tmp_path):
     assert config_hash(elsewhere) == base
     assert config_hash(compose_config("expert", ["seed=1"], tmp_path)) != base
     assert config_hash(compose_config("expert", ["expert.params.hidden_dim=8"], tmp_path)) != base
+
+
+def _sealed(tmp_path):
+    folder = tmp_path / "artifact"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "adapter.bin").write_bytes(b"weights" * 100)
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"rewritten while training")
+    seal(folder, {"auroc": 0.9})
+    return folder
+
+
+def test_a_sealed_artifact_is_reused_until_a_file_is_truncated(tmp_path):
+    folder = _sealed(tmp_path)
+    assert json.loads((folder / "checksums.json").read_text()).keys() == {"adapter.bin"}
+    assert finished_metrics(folder) == {"auroc": 0.9}
+    assert finished_metrics(folder, overwrite=True) is None
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"")  # checkpoints are not sealed
+    assert find_artifact(None, tmp_path, "metrics.json", "hint") == folder
+    (folder / "adapter.bin").write_bytes(b"weights" * 50)
+    with pytest.raises(ArtifactError, match="adapter.bin: truncated or changed"):
+        finished_metrics(folder)
+    with pytest.raises(ArtifactError, match="adapter.bin"):
+        find_artifact(str(folder), tmp_path, "metrics.json", "hint")
+    (folder / "adapter.bin").unlink()
+    with pytest.raises(ArtifactError, match="adapter.bin: missing"):
+        finished_metrics(folder)
+
+
+def test_an_unreadable_marker_is_reported(tmp_path):
+    folder = _sealed(tmp_path)
+    (folder / "metrics.json").write_text('{"auroc": 0.')
+    with pytest.raises(ArtifactError, match="metrics.json: unreadable"):
+        finished_metrics(folder)
+
+
+def test_a_truncated_checkpoint_is_refused(tmp_path):
+    checkpoint = tmp_path / "last.ckpt"
+    assert resumable(checkpoint) is None
+    torch.save({"state_dict": {"w": torch.ones(1000)}, "global_step": 3}, checkpoint)
+    assert resumable(checkpoint) == checkpoint
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-200])
+    with pytest.raises(ArtifactError, match="last.ckpt: unreadable checkpoint"):
+        resumable(checkpoint)

@@ -15,3 +15,7 @@ class DataError(EAGRLError):
 
 class ConfigError(EAGRLError):
     """A config value that cannot work (an unknown feature, an impossible split, ...)."""
+
+
+class ArtifactError(EAGRLError):
+    """A finished artifact or a checkpoint whose files are missing, truncated or changed since it was written."""

@@ -1,4 +1,5 @@
-"""``eagrl-expert`` end to end on real TJH: artifacts, skip when complete, resume after SIGKILL."""
+"""``eagrl-expert`` end to end on real TJH: artifacts, skip when complete, resume after SIGKILL, refuse a
+truncated artifact or checkpoint."""
 
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ def test_trains_tests_and_exports_salient_features(tmp_path):
     assert again.returncode == 0 and "already trained" in again.stdout + again.stderr
     assert json.loads(metrics_path.read_text()) == metrics
 
+    importance_path = metrics_path.parent / "importance.parquet"
+    importance_path.write_bytes(importance_path.read_bytes()[:-100])
+    truncated = run(tmp_path, "trainer.max_epochs=3")
+    assert truncated.returncode == 2 and "Traceback" not in truncated.stderr
+    assert "importance.parquet: truncated or changed since it was written" in truncated.stderr
+
 
 @pytest.mark.slow
 def test_resumes_after_sigkill(tmp_path):
@@ -62,6 +69,12 @@ def test_resumes_after_sigkill(tmp_path):
     process.wait()
     (last,) = (tmp_path / "artifacts").rglob("last.ckpt")
     assert not list((tmp_path / "artifacts").rglob("metrics.json")), "killed too late to test resuming"
+
+    intact = last.read_bytes()
+    last.write_bytes(intact[: len(intact) // 2])
+    truncated = run(tmp_path, *overrides)
+    assert truncated.returncode == 2 and "last.ckpt: unreadable checkpoint" in truncated.stderr
+    last.write_bytes(intact)
 
     result = run(tmp_path, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from eagrl.errors import ConfigError
-from eagrl.utils.artifacts import config_hash, write_json
+from eagrl.utils.artifacts import config_hash, finished_metrics, seal
 from eagrl.utils.entry import CONFIG_DIR, configure_threads, report, user_errors
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,8 @@ def run(cfg: DictConfig) -> dict:
 
     threads = configure_threads(cfg.num_threads)
     target = artifact_dir(cfg)
-    metrics_path = target / "metrics.json"
-    if metrics_path.is_file() and not cfg.overwrite:
+    if (metrics := finished_metrics(target, cfg.overwrite)) is not None:
         log.info("already evaluated: %s (overwrite=true redoes it)", target)
-        metrics = json.loads(metrics_path.read_text())
         _finish(metrics, target, cfg)
         return metrics
     target.mkdir(parents=True, exist_ok=True)
@@ -221,7 +219,7 @@ def run(cfg: DictConfig) -> dict:
     roc_pr_plots(
         labels, probabilities, target, title=f"{metrics['backbone']} {metrics['method']} on {cfg.dataset.name}"
     )
-    write_json(metrics_path, metrics)
+    seal(target, metrics)
     _finish(metrics, target, cfg)
     return metrics
 

@@ -13,7 +13,6 @@ reports; a killed run resumes from ``last.ckpt``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from eagrl.data.cohort import SPLITS
-from eagrl.utils.artifacts import config_hash, write_json
+from eagrl.utils.artifacts import config_hash, finished_metrics, resumable, seal
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
 
 log = logging.getLogger(__name__)
@@ -136,10 +135,8 @@ def run(cfg: DictConfig) -> dict:
     configure_threads(cfg.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     target = artifact_dir(cfg)
-    metrics_path = target / "metrics.json"
-    if metrics_path.is_file() and not cfg.overwrite:
+    if (metrics := finished_metrics(target, cfg.overwrite)) is not None:
         log.info("expert already trained: %s (overwrite=true retrains)", target)
-        metrics = json.loads(metrics_path.read_text())
         return _finish(metrics, target, cfg)
 
     datamodule = instantiate(cfg.datamodule)
@@ -174,7 +171,7 @@ def run(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     status = "failed"
     try:
-        resume = last if last.is_file() else None
+        resume = resumable(last)
         if resume:
             log.info("resuming from %s", resume)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -202,7 +199,7 @@ def run(cfg: DictConfig) -> dict:
             "artifact_dir": str(target),
         }
         importance.to_parquet(target / "importance.parquet", index=False)
-        write_json(metrics_path, metrics)
+        seal(target, metrics)
         status = "success"
     finally:
         close_loggers(loggers, status)

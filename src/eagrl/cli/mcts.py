@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from eagrl.errors import ConfigError, DataError
 from eagrl.experts.salient import check_patients, expert_importance, salient_features
-from eagrl.utils.artifacts import config_hash, file_digest, write_json
+from eagrl.utils.artifacts import config_hash, file_digest, seal, write_json
 from eagrl.utils.config import typed
 from eagrl.utils.entry import CONFIG_DIR, configure_threads, report, user_errors
 
@@ -204,7 +204,7 @@ def run(cfg: DictConfig) -> dict:
     selected = select_paths(paths, selection)
     selected.to_parquet(target / "selected.parquet", index=False)
     metrics = summarise(cfg, shards, paths, selected, threads, target, importance_path)
-    write_json(target / "metrics.json", metrics)
+    seal(target, metrics)
     _finish(metrics, cfg)
     return metrics
 

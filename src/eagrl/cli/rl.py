@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from eagrl.cli.evaluate import ADAPTER_INFO
 from eagrl.errors import ConfigError
 from eagrl.experts.salient import check_patients, expert_importance, importance_distribution, salient_features
-from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, write_json
+from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal, write_json
 from eagrl.utils.config import typed
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
 
@@ -121,10 +121,8 @@ def run(cfg: DictConfig) -> dict:
     root = Path(cfg.paths.artifact_dir).expanduser().resolve()
     target = root / "rl" / cfg.dataset.name / cfg.task.name / cfg.backbone.name
     target = target / f"{cfg.rl.name}-{cfg.ablation_name}-{config_hash(cfg, inputs=inputs)}"
-    metrics_path = target / "metrics.json"
-    if metrics_path.is_file() and not cfg.overwrite:
+    if (metrics := finished_metrics(target, cfg.overwrite)) is not None:
         log.info("RL adapter already trained: %s (overwrite=true retrains)", target)
-        metrics = json.loads(metrics_path.read_text())
         _finish(metrics, cfg)
         return metrics
     target.mkdir(parents=True, exist_ok=True)
@@ -165,7 +163,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.overwrite:
         shutil.rmtree(checkpoints, ignore_errors=True)
     last = checkpoints / "last.ckpt"
-    resume = last if last.is_file() else None
+    resume = resumable(last)
     loggers = build_loggers(cfg.get("logger"))
     trainer = instantiate(
         cfg.trainer,
@@ -201,7 +199,7 @@ def run(cfg: DictConfig) -> dict:
             },
         )
         metrics = summarise(cfg, history, seconds, threads, target, resume is not None)
-        write_json(metrics_path, metrics)
+        seal(target, metrics)
         status = "success"
     finally:
         close_loggers(loggers, status)

@@ -14,7 +14,6 @@ hash covers the config and the content of the trajectories file, so a new select
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -30,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eagrl.cli.evaluate import ADAPTER_INFO
 from eagrl.errors import ConfigError, DataError
-from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, write_json
+from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal, write_json
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
 
 log = logging.getLogger(__name__)
@@ -116,10 +115,8 @@ def run(cfg: DictConfig) -> dict:
     examples, source = load_examples(cfg)
     inputs = {"trajectories": file_digest(source)} if source else {}
     target = artifact_dir(cfg, inputs)
-    metrics_path = target / "metrics.json"
-    if metrics_path.is_file() and not cfg.overwrite:
+    if (metrics := finished_metrics(target, cfg.overwrite)) is not None:
         log.info("adapter already trained: %s (overwrite=true retrains)", target)
-        metrics = json.loads(metrics_path.read_text())
         _finish(metrics, cfg)
         return metrics
     target.mkdir(parents=True, exist_ok=True)
@@ -158,7 +155,7 @@ def run(cfg: DictConfig) -> dict:
         logger=loggers or False,
     )
     last = checkpoints / "last.ckpt"
-    resume = last if last.is_file() else None
+    resume = resumable(last)
     if resume:
         log.info("resuming from %s", resume)
     status = "failed"
@@ -202,7 +199,7 @@ def run(cfg: DictConfig) -> dict:
             "threads": threads,
             "artifact_dir": str(target),
         }
-        write_json(metrics_path, metrics)
+        seal(target, metrics)
         status = "success"
     finally:
         close_loggers(loggers, status)

@@ -1,5 +1,10 @@
 """Deterministic artifact folders: a stage's outputs live at a path derived from the config that made them,
-so a rerun finds them (skip when complete, resume from the last checkpoint when not)."""
+so a rerun finds them (skip when complete, resume from the last checkpoint when not).
+
+A finished artifact is sealed: ``checksums.json`` (sha256 of every file but the checkpoints) and then
+``metrics.json``, the marker, last. Reusing or reading one verifies the checksums, so a truncated or edited file
+ends in one line naming it instead of being silently reused; a corrupt checkpoint is refused the same way.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from eagrl.errors import ConfigError
+from eagrl.errors import ArtifactError, ConfigError
+
+#: the marker of a finished artifact (written last)
+METRICS = "metrics.json"
+#: sha256 of a finished artifact's files (written just before the marker)
+CHECKSUMS = "checksums.json"
+#: sub-folders left out of the checksums: training checkpoints, rewritten while a stage runs
+UNSEALED = ("checkpoints",)
 
 #: config keys (dotted) that do not change a stage's result: where files go, how it is logged or launched
 VOLATILE_KEYS = (
@@ -57,17 +69,79 @@ def write_json(path: Path, content: dict) -> None:
     staging.replace(path)
 
 
+def seal(folder: Path, metrics: dict) -> None:
+    """Finish an artifact: write the checksums of its files, then ``metrics`` as its marker ``metrics.json``."""
+    files = [
+        path for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name not in (CHECKSUMS, METRICS)
+        and path.relative_to(folder).parts[0] not in UNSEALED
+    ]  # fmt: skip
+    write_json(folder / CHECKSUMS, {str(path.relative_to(folder)): file_digest(path) for path in files})
+    write_json(folder / METRICS, metrics)
+
+
+def verify(folder: Path) -> None:
+    """Raise :class:`ArtifactError` naming the first file of ``folder`` that is missing or differs from its
+    checksum. An artifact written before checksums existed (no ``checksums.json``) passes."""
+    sums_path = folder / CHECKSUMS
+    if not sums_path.is_file():
+        return
+    advice = f"delete {folder} (or rerun with overwrite=true) to redo the stage"
+    try:
+        sums = json.loads(sums_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{sums_path}: unreadable ({error}); {advice}") from None
+    for name, digest in sums.items():
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing from a finished artifact; {advice}")
+        if file_digest(path) != digest:
+            raise ArtifactError(f"{path}: truncated or changed since it was written (checksum differs); {advice}")
+
+
+def finished_metrics(folder: Path, overwrite: bool = False) -> dict | None:
+    """The metrics of the finished artifact ``folder`` after verifying it; None when it is unfinished or when
+    ``overwrite`` asks to redo it."""
+    path = folder / METRICS
+    if overwrite or not path.is_file():
+        return None
+    verify(folder)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{path}: unreadable ({error}); delete {folder} (or rerun with overwrite=true)") from None
+
+
+def resumable(checkpoint: Path) -> Path | None:
+    """``checkpoint`` when it exists and loads, None when it does not exist; a truncated or corrupt one raises
+    :class:`ArtifactError` (resuming from it would crash mid-run or silently restart)."""
+    if not checkpoint.is_file():
+        return None
+    import torch
+
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # torch / pickle / zipfile raise many types for a damaged file
+        raise ArtifactError(
+            f"{checkpoint}: unreadable checkpoint ({type(error).__name__}); delete it to restart the stage from scratch"
+        ) from None
+    return checkpoint
+
+
 def find_artifact(explicit: str | None, search_root: Path, marker: str, stage_hint: str, pattern: str = "*") -> Path:
     """The artifact folder a stage reads: ``explicit`` when given, else the newest folder ``search_root/pattern``
-    that holds ``marker`` (a file its stage writes last). Raises a one-line :class:`ConfigError` naming
-    ``stage_hint`` (the command that makes the artifact, and the option that points at one) when there is none.
+    that holds ``marker`` (a file its stage writes last), verified against its checksums. Raises a one-line
+    :class:`ConfigError` naming ``stage_hint`` (the command that makes the artifact, and the option that points at
+    one) when there is none.
     """
     if explicit:
         folder = Path(explicit).expanduser()
         if not (folder / marker).is_file():
             raise ConfigError(f"{folder} holds no {marker}: not a finished artifact ({stage_hint})")
-        return folder
-    found = sorted(search_root.glob(f"{pattern}/{marker}"), key=lambda path: path.stat().st_mtime)
-    if not found:
-        raise ConfigError(f"no finished artifact {search_root / pattern} ({stage_hint})")
-    return found[-1].parent
+    else:
+        found = sorted(search_root.glob(f"{pattern}/{marker}"), key=lambda path: path.stat().st_mtime)
+        if not found:
+            raise ConfigError(f"no finished artifact {search_root / pattern} ({stage_hint})")
+        folder = found[-1].parent
+    verify(folder)
+    return folder
