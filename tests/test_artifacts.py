@@ -38,19 +38,19 @@ def test_a_sealed_artifact_is_reused_until_a_file_is_truncated(tmp_path):
     (folder / "checkpoints" / "last.ckpt").write_bytes(b"")  # checkpoints are not sealed
     assert find_artifact(None, tmp_path, "metrics.json", "hint") == folder
     (folder / "adapter.bin").write_bytes(b"weights" * 50)
-    with pytest.raises(ArtifactError, match="adapter.bin: truncated or changed"):
+    with pytest.raises(ArtifactError, match=r"adapter\.bin: truncated or changed"):
         finished_metrics(folder)
-    with pytest.raises(ArtifactError, match="adapter.bin"):
+    with pytest.raises(ArtifactError, match=r"adapter\.bin"):
         find_artifact(str(folder), tmp_path, "metrics.json", "hint")
     (folder / "adapter.bin").unlink()
-    with pytest.raises(ArtifactError, match="adapter.bin: missing"):
+    with pytest.raises(ArtifactError, match=r"adapter\.bin: missing"):
         finished_metrics(folder)
 
 
 def test_an_unreadable_marker_is_reported(tmp_path):
     folder = _sealed(tmp_path)
     (folder / "metrics.json").write_text('{"auroc": 0.')
-    with pytest.raises(ArtifactError, match="metrics.json: unreadable"):
+    with pytest.raises(ArtifactError, match=r"metrics\.json: unreadable"):
         finished_metrics(folder)
 
 
@@ -60,5 +60,5 @@ def test_a_truncated_checkpoint_is_refused(tmp_path):
     torch.save({"state_dict": {"w": torch.ones(1000)}, "global_step": 3}, checkpoint)
     assert resumable(checkpoint) == checkpoint
     checkpoint.write_bytes(checkpoint.read_bytes()[:-200])
-    with pytest.raises(ArtifactError, match="last.ckpt: unreadable checkpoint"):
+    with pytest.raises(ArtifactError, match=r"last\.ckpt: unreadable checkpoint"):
         resumable(checkpoint)
