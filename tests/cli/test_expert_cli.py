@@ -12,6 +12,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 from tests.conftest import RAW_SOURCE
 
@@ -70,6 +71,7 @@ def test_resumes_after_sigkill(tmp_path):
     (last,) = (tmp_path / "artifacts").rglob("last.ckpt")
     assert not list((tmp_path / "artifacts").rglob("metrics.json")), "killed too late to test resuming"
 
+    assert "RNGState" in torch.load(last, map_location="cpu", weights_only=False)["callbacks"]
     intact = last.read_bytes()
     last.write_bytes(intact[: len(intact) // 2])
     truncated = run(tmp_path, *overrides)
@@ -81,6 +83,22 @@ def test_resumes_after_sigkill(tmp_path):
     metrics = json.loads((last.parent.parent / "metrics.json").read_text())
     assert metrics["resumed"] is True and metrics["epochs"] == 60
     assert "resuming from" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_two_runs_with_the_same_seed_are_identical(tmp_path):
+    """Same seed, same config, two artifact roots: equal metrics (but timings) and byte-equal importance values."""
+    runs = []
+    for root in ("first", "second"):
+        result = run(tmp_path, "trainer.max_epochs=3", f"paths.artifact_dir={tmp_path / root}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        (metrics_path,) = (tmp_path / root).rglob("metrics.json")
+        metrics = json.loads(metrics_path.read_text())
+        for volatile in ("seconds_per_epoch", "artifact_dir"):
+            metrics.pop(volatile)
+        runs.append((metrics, pd.read_parquet(metrics_path.parent / "importance.parquet")))
+    assert runs[0][0] == runs[1][0]
+    pd.testing.assert_frame_equal(runs[0][1], runs[1][1], check_exact=True)
 
 
 def test_bad_expert_params_end_in_one_line(tmp_path):

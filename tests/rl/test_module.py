@@ -71,6 +71,20 @@ def test_toy_reward_rises_and_every_trainable_parameter_changes(updates_per_step
     assert {"clip_fraction", "kl", "entropy", "eps_high_mean", "response_tokens"} <= set(history[-1])
 
 
+def test_two_runs_with_the_same_seed_are_identical():
+    rl = RLConfig(steps=3, prompts_per_step=2, group_size=4, lr=2e-2, max_new_tokens=8, batch_size=8)
+    runs = [_train(rl) for _ in range(2)]
+    histories = [[{k: v for k, v in h.items() if not k.startswith("seconds")} for h in module.history]
+                 for module, _, _ in runs]  # fmt: skip
+    assert histories[0] == histories[1]
+    (_, first, initial), (_, second, _) = runs
+    trained = {name: parameter for name, parameter in first.named_parameters() if parameter.requires_grad}
+    assert any(not torch.equal(trained[name], initial[name]) for name in trained), "nothing trained"
+    for name, parameter in second.named_parameters():
+        if parameter.requires_grad:
+            assert torch.equal(parameter, trained[name]), name
+
+
 def test_dynamic_sampling_drops_groups_of_equal_accuracy():
     # no answer of the random model parses, so every group is all-wrong: DAPO keeps none and updates nothing
     rl = RLConfig(steps=2, prompts_per_step=2, group_size=2, max_new_tokens=4, dynamic_sampling=True,

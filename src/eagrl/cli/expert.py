@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from eagrl.data.cohort import SPLITS
 from eagrl.utils.artifacts import config_hash, finished_metrics, resumable, seal
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
+from eagrl.utils.rng import RNGState
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ def run(cfg: DictConfig) -> dict:
         ),
         EarlyStopping(monitor=cfg.train.monitor, mode="max", patience=cfg.train.patience),
         timer,
+        RNGState(),
     ]
     loggers = build_loggers(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -35,6 +35,7 @@ from eagrl.experts.salient import check_patients, expert_importance, importance_
 from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal, write_json
 from eagrl.utils.config import typed
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
+from eagrl.utils.rng import RNGState
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def run(cfg: DictConfig) -> dict:
         num_sanity_val_steps=0,
         log_every_n_steps=1,
         enable_checkpointing=False,
-        callbacks=[StepCheckpoint(last, rl.checkpoint_every_steps)],
+        callbacks=[StepCheckpoint(last, rl.checkpoint_every_steps), RNGState()],
         logger=loggers or False,
     )
     status = "failed"

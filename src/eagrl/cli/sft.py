@@ -31,6 +31,7 @@ from eagrl.cli.evaluate import ADAPTER_INFO
 from eagrl.errors import ConfigError, DataError
 from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal, write_json
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
+from eagrl.utils.rng import RNGState
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def run(cfg: DictConfig) -> dict:
         accumulate_grad_batches=cfg.sft.accumulate_grad_batches,
         gradient_clip_val=cfg.sft.gradient_clip_val,
         limit_val_batches=1.0 if val_loader else 0,
-        callbacks=[checkpoint],
+        callbacks=[checkpoint, RNGState()],
         logger=loggers or False,
     )
     last = checkpoints / "last.ckpt"
