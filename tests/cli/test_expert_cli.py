@@ -101,6 +101,23 @@ def test_two_runs_with_the_same_seed_are_identical(tmp_path):
     pd.testing.assert_frame_equal(runs[0][1], runs[1][1], check_exact=True)
 
 
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """trainer=ddp with 2 CPU processes (gloo): the batch is split over the processes, so the optimisation (and
+    the test metrics, within tolerance: the shuffles differ) match one process; rank 0 alone writes the artifact."""
+    scores = {}
+    for devices in (1, 2):
+        strategy = ["trainer=ddp", f"trainer.devices={devices}"] if devices > 1 else []
+        result = run(tmp_path, "trainer.max_epochs=10", "train.patience=100", *strategy,
+                     f"paths.artifact_dir={tmp_path / str(devices)}")  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.count("test AUROC") == 1
+        (metrics_path,) = (tmp_path / str(devices)).rglob("metrics.json")
+        scores[devices] = json.loads(metrics_path.read_text())["test"]
+    for metric in ("auroc", "auprc"):
+        assert abs(scores[1][metric]["mean"] - scores[2][metric]["mean"]) < 0.03, (metric, scores)
+
+
 def test_bad_expert_params_end_in_one_line(tmp_path):
     result = run(tmp_path, "expert=transformer", "expert.params.hidden_dim=30")
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -200,12 +200,13 @@ def run(cfg: DictConfig) -> dict:
             "top_k": cfg.expert.top_k,
             "artifact_dir": str(target),
         }
-        importance.to_parquet(target / "importance.parquet", index=False)
-        seal(target, metrics)
+        if trainer.is_global_zero:  # one writer under data-parallel training
+            importance.to_parquet(target / "importance.parquet", index=False)
+            seal(target, metrics)
         status = "success"
     finally:
         close_loggers(loggers, status)
-    return _finish(metrics, target, cfg)
+    return _finish(metrics, target, cfg) if trainer.is_global_zero else metrics
 
 
 def _finish(metrics: dict, target: Path, cfg: DictConfig) -> dict:

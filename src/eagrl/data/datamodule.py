@@ -91,7 +91,8 @@ class EHRDataModule(L.LightningDataModule):
         task: label column to predict (``task.name``), e.g. ``mortality``.
         raw_source: folder with the raw files, or ``upstream``.
         data_dir: local data cache root.
-        batch_size: patients per batch.
+        batch_size: patients per optimiser step over all processes: each of N data-parallel processes loads
+            ``batch_size // N``, so ``trainer.devices`` changes the speed, not the optimisation.
         num_workers: DataLoader worker processes.
     """
 
@@ -200,9 +201,10 @@ class EHRDataModule(L.LightningDataModule):
     def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
         """Batches of ``split`` (see :class:`EHRTensorDataset` for the keys)."""
         self.setup()
+        processes = self.trainer.world_size if self.trainer is not None else 1
         return DataLoader(
             EHRTensorDataset(self.arrays[split]),
-            batch_size=self.batch_size,
+            batch_size=max(1, self.batch_size // processes),
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
