@@ -57,6 +57,19 @@ def test_rl_writes_adapter_history_and_evaluate_reads_it(stage1):
     assert "tiny_random rl-eagrl on tjh/mortality val" in evaluated.stdout
 
 
+@pytest.mark.slow
+def test_two_process_ddp_run_writes_one_artifact(stage1):
+    """trainer=ddp runs eagrl-rl in 2 gloo processes (RolloutParallel): each samples one of the step's patients,
+    rank 0 alone writes the adapter, the merged history and the metrics."""
+    result = run_cli("rl", [*RL, "trainer=ddp", "trainer.devices=2", "rl.steps=2"], stage1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("rl-eagrl") == 1
+    (metrics,) = [json.loads(path.read_text()) for path in (stage1 / "artifacts" / "rl").rglob("metrics.json")
+                  if json.loads(path.read_text())["steps"] == 2]  # fmt: skip
+    history = pd.read_csv(f"{metrics['artifact_dir']}/history.csv")
+    assert history["step"].tolist() == [0, 1] and history["groups_sampled"].tolist() == [2.0, 2.0]
+
+
 def test_ablations_start_where_they_should(stage1):
     without_rl = run_cli("rl", [*RL, "ablation=no_stage2"], stage1)
     assert without_rl.returncode == 0, without_rl.stderr[-2000:]

@@ -3,8 +3,12 @@ parameter changes; the shared-prefix scoring equals a plain forward."""
 
 from __future__ import annotations
 
+import json
 import math
 import string
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -18,6 +22,7 @@ from eagrl.rl.module import PolicyRLModule, RLConfig, step_loader
 from eagrl.rl.rollout import RLPrompt, key_token_span, line_token_spans, score_responses
 from tests.policy.conftest import TINY, tiny
 
+ROOT = Path(__file__).resolve().parents[2]
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj", "down_proj"]}
 
 
@@ -38,15 +43,25 @@ def letters(prompt, text, parsed, internal) -> RewardTerms:
     return RewardTerms(total=share, cls=share, att=0.0, parsed=True)
 
 
-def _train(rl: RLConfig, reward=letters):
+def toy_policy():
+    """The tiny LoRA policy of the toy task and its four prompts."""
     torch.manual_seed(0)
     # wide initial weights: the frozen tied embeddings must be able to express a peaked distribution
     model, tokenizer = tiny_random(
         {**TINY, "initializer_range": 0.5}, seed=0, dtype=torch.float32, attn_implementation=EAGRL_SDPA
     )
     model = attach_lora(model, LORA)
+    return model, tokenizer, _prompts(tokenizer)
+
+
+#: a short toy run: 2 patients per step (one per process when data-parallel), groups of 4
+RL_TOY = RLConfig(steps=3, prompts_per_step=2, group_size=4, lr=2e-2, max_new_tokens=8, batch_size=8)
+
+
+def _train(rl: RLConfig, reward=letters):
+    model, tokenizer, prompts = toy_policy()
     initial = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-    module = PolicyRLModule(model, tokenizer, _prompts(tokenizer), rl, reward=reward)
+    module = PolicyRLModule(model, tokenizer, prompts, rl, reward=reward)
     trainer = L.Trainer(
         max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False,
@@ -72,8 +87,7 @@ def test_toy_reward_rises_and_every_trainable_parameter_changes(updates_per_step
 
 
 def test_two_runs_with_the_same_seed_are_identical():
-    rl = RLConfig(steps=3, prompts_per_step=2, group_size=4, lr=2e-2, max_new_tokens=8, batch_size=8)
-    runs = [_train(rl) for _ in range(2)]
+    runs = [_train(RL_TOY) for _ in range(2)]
     histories = [[{k: v for k, v in h.items() if not k.startswith("seconds")} for h in module.history]
                  for module, _, _ in runs]  # fmt: skip
     assert histories[0] == histories[1]
@@ -83,6 +97,25 @@ def test_two_runs_with_the_same_seed_are_identical():
     for name, parameter in second.named_parameters():
         if parameter.requires_grad:
             assert torch.equal(parameter, trained[name]), name
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """RolloutParallel with 2 gloo processes: each samples one of the step's 2 patients, gradients are averaged,
+    so rewards and the trained adapter match the 1-process run within float tolerance."""
+    runs = {}
+    for processes in (1, 2):
+        output = tmp_path / f"{processes}.json"
+        result = subprocess.run([sys.executable, "-m", "tests.rl.toy_run", str(processes), str(output)],
+                                capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[processes] = json.loads(output.read_text())
+    one, two = runs[1], runs[2]
+    assert [h["groups_sampled"] for h in two["history"]] == [2.0] * RL_TOY.steps
+    for key in ("reward", "accuracy", "response_tokens", "loss"):
+        np.testing.assert_allclose([h[key] for h in two["history"]], [h[key] for h in one["history"]], atol=1e-4)
+    np.testing.assert_allclose(list(two["adapter"].values()), list(one["adapter"].values()), rtol=1e-3, atol=1e-4)
+    assert one["history"][-1]["loss"] != 0.0
 
 
 def test_dynamic_sampling_drops_groups_of_equal_accuracy():

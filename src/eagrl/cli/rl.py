@@ -108,7 +108,7 @@ def run(cfg: DictConfig) -> dict:
     from eagrl.policy.backbone import attach_lora, load_adapter, load_backbone
     from eagrl.policy.parsing import FeatureVocabulary
     from eagrl.rewards import RewardConfig
-    from eagrl.rl.module import PolicyRLModule, RLConfig, StepCheckpoint, paper_reward, step_loader
+    from eagrl.rl.module import PolicyRLModule, RLConfig, RolloutParallel, StepCheckpoint, paper_reward, step_loader
 
     rl = typed(RLConfig, cfg.rl, "rl", seed=cfg.seed)
     reward = typed(RewardConfig, cfg.reward, "reward")
@@ -166,8 +166,11 @@ def run(cfg: DictConfig) -> dict:
     last = checkpoints / "last.ckpt"
     resume = resumable(last)
     loggers = build_loggers(cfg.get("logger"))
+    # data-parallel RL averages its own gradients (RolloutParallel): DDP's wrapper cannot follow its passes
+    parallel = {"strategy": RolloutParallel()} if cfg.trainer.get("strategy") == "ddp" else {}
     trainer = instantiate(
         cfg.trainer,
+        **parallel,
         max_epochs=1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
@@ -184,27 +187,29 @@ def run(cfg: DictConfig) -> dict:
         if rl.steps:
             trainer.fit(module, step_loader(rl.steps), ckpt_path=resume)
         seconds = time.perf_counter() - started
-        model.save_pretrained(target, selected_adapters=["default"])
         history = pd.DataFrame(module.history)
-        history.to_csv(target / "history.csv", index=False)
-        write_json(
-            target / ADAPTER_INFO,
-            {
-                "method": method_name(cfg),
-                "backbone": cfg.backbone.name,
-                "dataset": cfg.dataset.name,
-                "task": cfg.task.name,
-                "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
-                "inputs": inputs,
-                "init_adapter": str(start) if start else None,
-            },
-        )
         metrics = summarise(cfg, history, seconds, threads, target, resume is not None)
-        seal(target, metrics)
+        if trainer.is_global_zero:  # one writer under data-parallel training
+            model.save_pretrained(target, selected_adapters=["default"])
+            history.to_csv(target / "history.csv", index=False)
+            write_json(
+                target / ADAPTER_INFO,
+                {
+                    "method": method_name(cfg),
+                    "backbone": cfg.backbone.name,
+                    "dataset": cfg.dataset.name,
+                    "task": cfg.task.name,
+                    "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+                    "inputs": inputs,
+                    "init_adapter": str(start) if start else None,
+                },
+            )
+            seal(target, metrics)
         status = "success"
     finally:
         close_loggers(loggers, status)
-    _finish(metrics, cfg)
+    if trainer.is_global_zero:
+        _finish(metrics, cfg)
     return metrics
 
 

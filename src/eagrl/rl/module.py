@@ -15,6 +15,11 @@ One training step (manual optimisation):
 5. ``updates_per_step`` optimiser steps over minibatches of groups (the later ones are off-policy, where the
    clip acts), backpropagating one group at a time with the aggregation's per-token weights.
 
+Data-parallel (``trainer=ddp``, :class:`RolloutParallel`): each process samples its share of the step's
+patients, gradients are summed across processes (loss weights normalised over every process's answers) before every
+optimiser step (every process takes the same
+number of steps, skips them together, and an idle one contributes zeros), and the logged values are merged.
+
 Every value is logged as ``train/…`` per step. Checkpoints hold the adapter, the optimiser and the number of
 finished steps, so a resumed run continues with the next step's patients.
 """
@@ -34,6 +39,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import _sync_module_states
+from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from eagrl.errors import ConfigError
@@ -136,9 +143,57 @@ class StepCheckpoint(L.Callback):
         if done and done % self.every == 0 and done != self.saved_at:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             staging = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(staging)
-            os.replace(staging, self.path)
+            trainer.save_checkpoint(staging)  # written by rank 0 (collective under data-parallel training)
+            if trainer.is_global_zero:
+                os.replace(staging, self.path)
             self.saved_at = done
+
+
+class RolloutParallel(DDPStrategy):
+    """Data-parallel RL without the DDP wrapper: generation, scoring and several backward passes per optimiser step
+    do not fit DDP's one-forward-one-backward reducer, so the module sums gradients itself
+    (:func:`sum_gradients`) and the weights are only synchronised at the start. ``trainer=ddp`` selects it for
+    eagrl-rl."""
+
+    def configure_ddp(self) -> None:
+        _sync_module_states(self.model)
+
+
+def sum_gradients(model: torch.nn.Module, finite: bool) -> bool:
+    """Sum the trainable parameters' gradients over the processes (their loss weights are normalised over the
+    whole minibatch; an idle process adds zeros). Returns whether every process's loss was finite (all skip
+    together otherwise)."""
+    flag = torch.tensor([float(finite)])
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    if not flag.item():
+        return False
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            torch.distributed.all_reduce(parameter.grad)
+    return True
+
+
+#: logged values summed over processes (each holds its part of the loss); the rest are averaged ignoring NaN, and
+#: times take the slowest process
+SUMMED_STATS = ("groups_sampled", "groups_kept", "nonfinite", "loss")
+
+
+def merge_stats(stats: dict[str, float]) -> dict[str, float]:
+    """One step's logged values merged over the processes."""
+    gathered: list[dict[str, float]] = [{} for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather_object(gathered, stats)
+    merged = {}
+    for key in sorted({key for part in gathered for key in part}):
+        values = np.array([part.get(key, math.nan) for part in gathered], dtype=np.float64)
+        if key in SUMMED_STATS:
+            merged[key] = float(np.nansum(values))
+        elif key.startswith("seconds"):
+            merged[key] = float(np.nanmax(values))
+        else:
+            merged[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+    return merged
 
 
 def step_loader(steps: int) -> DataLoader:
@@ -186,6 +241,13 @@ class PolicyRLModule(AdapterModule):
         self.history: list[dict[str, float]] = []
 
     # ---- Lightning plumbing -------------------------------------------------------------------------------------
+    @property
+    def processes(self) -> tuple[int, int]:
+        """(rank, number of data-parallel processes); (0, 1) outside a distributed run."""
+        if self._trainer is None or not torch.distributed.is_initialized():
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["rl_completed_steps"] = self.completed_steps
@@ -206,11 +268,12 @@ class PolicyRLModule(AdapterModule):
         started = time.perf_counter()
         groups, stats = self.collect(step)
         stats["seconds/rollout"] = time.perf_counter() - started
-        if groups:
+        if groups or self.processes[1] > 1:  # every process takes part in every (possibly empty) update
             started = time.perf_counter()
             stats |= self.update(groups)
             stats["seconds/update"] = time.perf_counter() - started
         self.completed_steps = step + 1
+        stats = merge_stats(stats) if self.processes[1] > 1 else stats
         stats["step"] = float(step)
         self.history.append(stats)
         self.log_dict({f"train/{key}": value for key, value in stats.items()}, on_step=True, batch_size=1)
@@ -233,8 +296,10 @@ class PolicyRLModule(AdapterModule):
     def collect(self, step: int) -> tuple[list[Group], dict[str, float]]:
         """Sample, score and reward groups for one step (with DAPO's dynamic sampling when enabled)."""
         rng = np.random.default_rng([self.rl.seed, step])
-        order = rng.permutation(len(self.prompts)).tolist()
-        wanted = min(self.rl.prompts_per_step, len(self.prompts))
+        rank, processes = self.processes
+        # this process's share: every processes-th patient of the step's order, and of its resample draws
+        order = rng.permutation(len(self.prompts)).tolist()[rank::processes]
+        wanted = len(range(rank, min(self.rl.prompts_per_step, len(self.prompts)), processes))
         kept: list[Group] = []
         sampled: list[Group] = []
         rounds = 0
@@ -354,22 +419,49 @@ class PolicyRLModule(AdapterModule):
         return stats
 
     # ---- updates ----------------------------------------------------------------------------------------------
+    def _minibatches(self, groups: list[Group]) -> list[tuple[list[Group], torch.Tensor | None]]:
+        """The ``updates_per_step`` minibatches of this step's groups, each with the aggregation's per-token loss
+        weights of its answers ([answers, longest answer]; None when empty).
+
+        Data-parallel, the minibatches split the step's groups of every process (laid out rank by rank) and the
+        weights are normalised over the whole minibatch, so the summed gradients equal one process's.
+        """
+        rank, processes = self.processes
+        counts = [len(groups)]
+        if processes > 1:
+            counts = [0] * processes
+            torch.distributed.all_gather_object(counts, len(groups))
+        offset = sum(counts[:rank])
+        minibatches = []
+        for indices in np.array_split(np.arange(sum(counts)), self.rl.updates_per_step):
+            members = [groups[index - offset] for index in indices if offset <= index < offset + len(groups)]
+            masks = [group.old.mask for group in members]
+            before = 0
+            if processes > 1:  # every process's masks of this minibatch, to normalise over all of them
+                gathered: list[list[torch.Tensor]] = [[] for _ in range(processes)]
+                torch.distributed.all_gather_object(gathered, masks)
+                before = sum(len(mask) for part in gathered[:rank] for mask in part)
+                masks = [mask for part in gathered for mask in part]
+            if not masks:
+                if processes == 1:
+                    continue
+                minibatches.append((members, None))
+                continue
+            width = max(mask.shape[1] for mask in masks)
+            mask = torch.cat([torch.nn.functional.pad(mask, (0, width - mask.shape[1])) for mask in masks])
+            weights = AGGREGATIONS[self.rl.aggregation](mask, self.rl.max_new_tokens)
+            rows = sum(len(group.responses) for group in members)
+            minibatches.append((members, weights[before : before + rows]))
+        return minibatches
+
     def update(self, groups: list[Group]) -> dict[str, float]:
         """``updates_per_step`` optimiser steps over minibatches of groups; returns loss and clip statistics."""
         optimizer = self.optimizers()
-        minibatches = [
-            batch for batch in np.array_split(np.arange(len(groups)), self.rl.updates_per_step) if len(batch)
-        ]
+        distributed = self.processes[1] > 1
         totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "clip_high_fraction": 0.0, "clip_low_fraction": 0.0}
         tokens = 0.0
         skipped_updates = 0
-        for indices in minibatches:
-            members = [groups[index] for index in indices]
-            width = max(group.old.mask.shape[1] for group in members)
-            mask = torch.cat(
-                [torch.nn.functional.pad(group.old.mask, (0, width - group.old.mask.shape[1])) for group in members]
-            )
-            weights = AGGREGATIONS[self.rl.aggregation](mask, self.rl.max_new_tokens)
+        for members, weights in self._minibatches(groups):
             row = 0
             loss_sum = 0.0
             counts = dict.fromkeys(("clip_fraction", "clip_high_fraction", "clip_low_fraction", "kl", "tokens"), 0.0)
@@ -398,6 +490,8 @@ class PolicyRLModule(AdapterModule):
                 counts["clip_low_fraction"] += float(((ratio < 1 - self.rl.eps_low) & negative & real).sum())
                 counts["kl"] += float((kl.detach() * real).sum())
                 counts["tokens"] += float(real.sum())
+            if distributed:
+                finite = sum_gradients(self.model, finite)
             if not finite:
                 optimizer.zero_grad()
                 skipped_updates += 1
@@ -405,7 +499,7 @@ class PolicyRLModule(AdapterModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.rl.max_grad_norm, gradient_clip_algorithm="norm")
             optimizer.step()
             optimizer.zero_grad()
-            totals["loss"] += loss_sum / len(minibatches)
+            totals["loss"] += loss_sum / self.rl.updates_per_step
             for key in ("clip_fraction", "clip_high_fraction", "clip_low_fraction", "kl"):
                 totals[key] += counts[key]
             tokens += counts["tokens"]
