@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from eagrl.evaluation.aggregate import render
 from tests.conftest import RAW_SOURCE
 
 SMALL = ["expert=gru", "dataset=tjh", "expert.params.hidden_dim=8", "logger=none", "num_threads=1"]
@@ -116,6 +117,21 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         scores[devices] = json.loads(metrics_path.read_text())["test"]
     for metric in ("auroc", "auprc"):
         assert abs(scores[1][metric]["mean"] - scores[2][metric]["mean"]) < 0.03, (metric, scores)
+
+
+@pytest.mark.slow
+def test_a_failing_multirun_job_leaves_the_others_and_is_reported(tmp_path):
+    """One job of a multirun stops on a user error: the other job still runs, the sweep ends in one line with exit
+    2 (no traceback) and the aggregator lists the failed job."""
+    command = expert_command(tmp_path, "expert=transformer", "expert.params.hidden_dim=30,8", "trainer.max_epochs=1",
+                             f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=basic")  # fmt: skip
+    command.insert(3, "-m")  # Hydra's flags go before the overrides
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "a job of the multirun failed (expert.params.hidden_dim=30 is not divisible" in result.stderr
+    assert "test AUROC" in result.stdout
+    text = render(tmp_path / "sweep", "eagrl-expert -m ...")
+    assert "1 jobs finished, 1 failed" in text and "expert.params.hidden_dim=30" in text
 
 
 def test_bad_expert_params_end_in_one_line(tmp_path):

@@ -18,7 +18,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, user_errors
+from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, console, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def run(cfg: DictConfig) -> Path:
     return cohort.directory
 
 
+@console
 @hydra.main(config_path=CONFIG_DIR, config_name="data", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Console script ``eagrl-data``."""

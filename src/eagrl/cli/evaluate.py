@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eagrl.errors import ConfigError
 from eagrl.utils.artifacts import config_hash, finished_metrics, seal
-from eagrl.utils.entry import CONFIG_DIR, configure_threads, report, user_errors
+from eagrl.utils.entry import CONFIG_DIR, configure_threads, console, report, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,7 @@ def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:
     )
 
 
+@console
 @hydra.main(config_path=CONFIG_DIR, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Console script ``eagrl-evaluate``; returns the AUROC (for sweepers)."""

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eagrl.data.cohort import SPLITS
 from eagrl.utils.artifacts import config_hash, finished_metrics, resumable, seal
-from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
+from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, console, report, user_errors
 from eagrl.utils.rng import RNGState
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,7 @@ def _finish(metrics: dict, target: Path, cfg: DictConfig) -> dict:
     return metrics
 
 
+@console
 @hydra.main(config_path=CONFIG_DIR, config_name="expert", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Console script ``eagrl-expert``; returns the test AUROC (for sweepers)."""

@@ -31,7 +31,7 @@ from eagrl.errors import ConfigError, DataError
 from eagrl.experts.salient import check_patients, expert_importance, salient_features
 from eagrl.utils.artifacts import config_hash, file_digest, seal, write_json
 from eagrl.utils.config import typed
-from eagrl.utils.entry import CONFIG_DIR, configure_threads, report, user_errors
+from eagrl.utils.entry import CONFIG_DIR, configure_threads, console, report, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,7 @@ def _finish(metrics: dict, cfg: DictConfig) -> None:
     )
 
 
+@console
 @hydra.main(config_path=CONFIG_DIR, config_name="mcts", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Console script ``eagrl-mcts``."""

@@ -27,7 +27,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
 from eagrl.errors import ConfigError
-from eagrl.utils.entry import CONFIG_DIR, user_errors
+from eagrl.utils.entry import CONFIG_DIR, console, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ def run(cfg: DictConfig) -> dict[str, dict]:
     return Pipeline(cfg).run()
 
 
+@console
 @hydra.main(config_path=CONFIG_DIR, config_name="pipeline", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Console script ``eagrl-pipeline``."""

@@ -34,7 +34,7 @@ from eagrl.errors import ConfigError
 from eagrl.experts.salient import check_patients, expert_importance, importance_distribution, salient_features
 from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal, write_json
 from eagrl.utils.config import typed
-from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
+from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, console, report, user_errors
 from eagrl.utils.rng import RNGState
 
 log = logging.getLogger(__name__)
@@ -252,6 +252,7 @@ def _finish(metrics: dict, cfg: DictConfig) -> None:
     )
 
 
+@console
 @hydra.main(config_path=CONFIG_DIR, config_name="rl", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Console script ``eagrl-rl``."""

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from eagrl.cli.evaluate import ADAPTER_INFO
 from eagrl.errors import ConfigError, DataError
 from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal, write_json
-from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, report, user_errors
+from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, console, report, user_errors
 from eagrl.utils.rng import RNGState
 
 log = logging.getLogger(__name__)
@@ -221,6 +221,7 @@ def _finish(metrics: dict, cfg: DictConfig) -> None:
     )
 
 
+@console
 @hydra.main(config_path=CONFIG_DIR, config_name="sft", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Console script ``eagrl-sft``."""

@@ -25,7 +25,8 @@ USER_ERROR_EXIT = 2
 
 
 def user_errors(stage: str) -> Callable:
-    """Decorate a Hydra task: an :class:`EAGRLError` ends the run with one line on stderr and exit 2."""
+    """Decorate a Hydra task: an :class:`EAGRLError` ends the run with one line on stderr and exit 2; in a
+    multirun it ends that job only (:func:`console` exits 2 once the others ran)."""
 
     def decorate(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
         @functools.wraps(task)
@@ -35,11 +36,38 @@ def user_errors(stage: str) -> Callable:
             except EAGRLError as error:
                 log.error("%s", error)
                 print(f"eagrl-{stage}: error: {error}", file=sys.stderr, flush=True)
+                if _in_multirun():
+                    raise  # Hydra records the job as failed and runs the others; see console()
                 sys.exit(USER_ERROR_EXIT)
 
         return wrapper
 
     return decorate
+
+
+def _in_multirun() -> bool:
+    """Whether the task runs as one job of a Hydra multirun (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def console(hydra_main: Callable[[], object]) -> Callable[[], None]:
+    """The console script around a ``@hydra.main`` task. Hydra's sweeper runs every job of a multirun, then
+    re-raises the first job's error; a user error then ends in one line and exit 2 instead of a traceback (each
+    failed job printed its own line; ``eagrl-aggregate`` lists them)."""
+
+    @functools.wraps(hydra_main)
+    def script() -> None:
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let the error reach this function
+        try:
+            hydra_main()
+        except EAGRLError as error:
+            print(f"error: a job of the multirun failed ({error}); the other jobs ran", file=sys.stderr, flush=True)
+            sys.exit(USER_ERROR_EXIT)
+
+    return script
 
 
 def report(cfg: DictConfig, metrics: dict, summary: str) -> None:
