@@ -32,6 +32,9 @@ def user_errors(stage: str) -> Callable:
         @functools.wraps(task)
         def wrapper(cfg: DictConfig):
             try:
+                from eagrl.utils.schemas import check_groups
+
+                check_groups(cfg)
                 return task(cfg)
             except EAGRLError as error:
                 log.error("%s", error)
