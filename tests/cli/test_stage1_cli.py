@@ -126,6 +126,33 @@ def test_sft_on_trajectories_saves_an_adapter_that_evaluate_loads(searched):
     assert "tiny_random sft-trajectory on tjh/mortality val" in evaluated.stdout
 
 
+@pytest.mark.slow
+def test_sft_resumed_after_sigkill_equals_an_uninterrupted_run(tmp_path):
+    """Label-only SFT killed after its first epoch checkpoint: the rerun resumes there (RNG states and the epoch's
+    shuffle restored) and ends with the adapter of an uninterrupted run."""
+    overrides = [*SFT, "sft=label_only", "sft.epochs=4", "sft.val_fraction=0"]
+    full = run_cli("sft", [*overrides, f"paths.artifact_dir={tmp_path / 'full'}"], tmp_path)
+    assert full.returncode == 0, full.stderr[-3000:]
+    command, env = cli_command("sft", [*overrides, f"paths.artifact_dir={tmp_path / 'killed'}"], tmp_path)
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not list((tmp_path / "killed").rglob("last.ckpt")):
+        assert time.monotonic() < deadline and process.poll() is None, "SFT ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not list((tmp_path / "killed").rglob("metrics.json")), "the kill came after the last epoch"
+    resumed = run_cli("sft", [*overrides, f"paths.artifact_dir={tmp_path / 'killed'}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    adapters = [
+        load_file(_artifact(tmp_path / root, "sft") / "adapter_model.safetensors") for root in ("full", "killed")
+    ]
+    assert adapters[0].keys() == adapters[1].keys()
+    for name, weight in adapters[0].items():
+        torch.testing.assert_close(adapters[1][name], weight, rtol=0, atol=1e-6)
+
+
 def test_label_only_sft_changes_every_trainable_parameter(searched):
     tmp, _ = searched
     result = run_cli("sft", [*SFT, "sft=label_only"], tmp)

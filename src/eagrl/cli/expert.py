@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from eagrl.data.cohort import SPLITS
-from eagrl.utils.artifacts import config_hash, finished_metrics, resumable, seal
+from eagrl.utils.artifacts import config_hash, epoch_checkpoint, finished_metrics, resumable, seal
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, console, report, user_errors
 from eagrl.utils.rng import RNGState
 
@@ -162,9 +162,9 @@ def run(cfg: DictConfig) -> dict:
             filename="best",
             monitor=cfg.train.monitor,
             mode="max",
-            save_last=True,
             enable_version_counter=False,
         ),
+        epoch_checkpoint(checkpoints),
         EarlyStopping(monitor=cfg.train.monitor, mode="max", patience=cfg.train.patience),
         timer,
         RNGState(),

@@ -24,12 +24,20 @@ import lightning as L
 import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from eagrl.cli.evaluate import ADAPTER_INFO
 from eagrl.errors import ConfigError, DataError
-from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal, write_json
+from eagrl.utils.artifacts import (
+    config_hash,
+    epoch_checkpoint,
+    file_digest,
+    find_artifact,
+    finished_metrics,
+    resumable,
+    seal,
+    write_json,
+)
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, console, report, user_errors
 from eagrl.utils.rng import RNGState
 
@@ -143,8 +151,7 @@ def run(cfg: DictConfig) -> dict:
     checkpoints = target / "checkpoints"
     if cfg.overwrite:
         shutil.rmtree(checkpoints, ignore_errors=True)
-    # at epoch ends only: a DataLoader cannot resume mid-epoch, so a killed epoch is redone whole (same order)
-    checkpoint = ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True, save_on_train_epoch_end=True)
+    checkpoint = epoch_checkpoint(checkpoints)
     loggers = build_loggers(cfg.get("logger"))
     trainer = instantiate(
         cfg.trainer,
@@ -210,13 +217,13 @@ def run(cfg: DictConfig) -> dict:
 
 def _finish(metrics: dict, cfg: DictConfig) -> None:
     """Report the run: its metrics into the run directory and one summary line."""
-    val = metrics["val_loss"]
+    train, val = (metrics[key] for key in ("train_loss", "val_loss"))  # None: not logged in this run
     report(
         cfg,
         metrics,
         f"{metrics['method']} {metrics['backbone']} on {metrics['dataset']}/{metrics['task']}: "
         f"{metrics['examples']['train']} examples, {metrics['optimizer_steps']} steps, train loss "
-        f"{metrics['train_loss']:.3f}, val loss {'-' if val is None else f'{val:.3f}'} "
+        f"{'-' if train is None else f'{train:.3f}'}, val loss {'-' if val is None else f'{val:.3f}'} "
         f"({metrics['seconds_this_run']:.0f} s) -> {metrics['artifact_dir']}",
     )
 

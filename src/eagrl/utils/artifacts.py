@@ -128,6 +128,18 @@ def resumable(checkpoint: Path) -> Path | None:
     return checkpoint
 
 
+def epoch_checkpoint(folder: Path):
+    """A Lightning callback writing ``folder/last.ckpt`` at every epoch end, the newest replacing the previous
+    (Lightning's ``save_last`` writes only alongside a top-k save; this is the top-1 of no monitor). A DataLoader
+    cannot resume mid-epoch, so a killed epoch is redone whole, in the same order."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    return ModelCheckpoint(
+        dirpath=folder, filename="last", save_top_k=1, monitor=None, save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )  # fmt: skip
+
+
 def find_artifact(explicit: str | None, search_root: Path, marker: str, stage_hint: str, pattern: str = "*") -> Path:
     """The artifact folder a stage reads: ``explicit`` when given, else the newest folder ``search_root/pattern``
     that holds ``marker`` (a file its stage writes last), verified against its checksums. Raises a one-line

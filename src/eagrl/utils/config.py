@@ -18,10 +18,21 @@ def typed(schema: type[T], cfg: Mapping | DictConfig, path: str, ignore: tuple[s
 
     Raises a one-line :class:`ConfigError` naming ``path.key`` for an unknown key or a value of the wrong type.
     """
+    return _checked(schema, cfg, path, ignore, extra, build=True)
+
+
+def check_keys(schema: type, cfg: Mapping | DictConfig, path: str, ignore: tuple[str, ...] = ()) -> None:
+    """Check the block at ``path`` against ``schema`` without building it: unknown keys and wrong types fail (one
+    line naming ``path.key``); missing keys do not (an entry may hold part of a block it does not use)."""
+    _checked(schema, cfg, path, ignore, {}, build=False)
+
+
+def _checked(schema, cfg, path: str, ignore: tuple[str, ...], extra: dict, build: bool):
     values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     values = {key: value for key, value in values.items() if key not in ignore} | extra
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+        merged = OmegaConf.merge(OmegaConf.structured(schema), values)
+        return OmegaConf.to_object(merged) if build else None
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or getattr(error, "key", None) or "?"
         message = str(error).splitlines()[0]

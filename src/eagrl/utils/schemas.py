@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from eagrl.utils.config import typed
+from eagrl.utils.config import check_keys
 
 
 @dataclass
@@ -196,4 +196,4 @@ def check_groups(cfg: DictConfig) -> None:
         for part in path.split("."):
             block = block.get(part) if isinstance(block, DictConfig) else None
         if isinstance(block, DictConfig):
-            typed(schema, block, path, ignore=ignore)
+            check_keys(schema, block, path, ignore=ignore)
