@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,19 @@ def run_cli(stage: str, overrides: list[str], tmp_dir: Path, **kwargs) -> subpro
     """Run ``eagrl-<stage>`` in a subprocess with outputs under ``tmp_dir``."""
     command, env = cli_command(stage, overrides, tmp_dir, kwargs.pop("raw_source", RAW_SOURCE))
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_dir, **kwargs)
+
+
+def kill_when(stage: str, overrides: list[str], tmp_dir: Path, root: Path, pattern: str) -> None:
+    """Start ``eagrl-<stage>`` (in ``tmp_dir``) and SIGKILL it as soon as a file matching ``pattern`` appears under
+    ``root``; fails when the run ends, or 600 s pass, first."""
+    command, env = cli_command(stage, overrides, tmp_dir)
+    process = subprocess.Popen(command, cwd=tmp_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not list(root.rglob(pattern)):
+        assert time.monotonic() < deadline and process.poll() is None, f"eagrl-{stage} ended before {pattern}"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,9 @@ middle and a rerun that redoes no finished stage."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
-
 import pytest
 
-from tests.conftest import cli_command, run_cli
+from tests.conftest import kill_when, run_cli
 
 PIPELINE = [
     "experiment=tiny",
@@ -21,14 +17,7 @@ PIPELINE = [
 
 @pytest.mark.slow
 def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
-    command, env = cli_command("pipeline", PIPELINE, tmp_path)
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while not list((tmp_path / "artifacts").rglob("shards/shard-00000.json")):
-        assert time.monotonic() < deadline and process.poll() is None, "the pipeline ended before the search started"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when("pipeline", PIPELINE, tmp_path, tmp_path / "artifacts", "shards/shard-00000.json")
     assert not list((tmp_path / "artifacts").rglob("mcts/**/metrics.json")), "the kill came after the search"
 
     resumed = run_cli("pipeline", PIPELINE, tmp_path)

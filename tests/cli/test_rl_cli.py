@@ -4,9 +4,6 @@ ablations' starts, resume after SIGKILL, one-line errors."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 
 import pandas as pd
 import pytest
@@ -14,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.cli.test_stage1_cli import EXPERT, MCTS, SFT
-from tests.conftest import cli_command, run_cli
+from tests.conftest import kill_when, run_cli
 
 RL = ["experiment=tiny", "num_threads=1", "logger=none", "salient.expert=gru"]
 
@@ -88,14 +85,7 @@ def test_ablations_start_where_they_should(stage1):
 
 def test_resume_after_sigkill_runs_every_step_once(stage1):
     overrides = [*RL, "rl=grpo", "rl.steps=30", "paths.artifact_dir=artifacts"]
-    command, env = cli_command("rl", overrides, stage1)
-    process = subprocess.Popen(command, cwd=stage1, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not list((stage1 / "artifacts" / "rl").rglob("grpo-none-*/checkpoints/last.ckpt")):
-        assert time.monotonic() < deadline and process.poll() is None, "no checkpoint before the run ended"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when("rl", overrides, stage1, stage1 / "artifacts" / "rl", "grpo-none-*/checkpoints/last.ckpt")
     assert not list((stage1 / "artifacts" / "rl").rglob("grpo-none-*/metrics.json"))
     resumed = run_cli("rl", overrides, stage1)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import time
 
 import lightning as L
 import pandas as pd
@@ -17,7 +14,7 @@ from safetensors.torch import load_file
 
 from eagrl.policy.backbone import attach_lora, byte_tokenizer
 from eagrl.policy.sft import IGNORE, ChatExample, tokenize_example
-from tests.conftest import cli_command, compose_config, run_cli
+from tests.conftest import compose_config, kill_when, run_cli
 
 EXPERT = ["expert=gru", "expert.params.hidden_dim=8", "trainer.max_epochs=2", "logger=none", "num_threads=1"]
 #: 16 patients in shards of 2, guided by the small GRU expert
@@ -89,13 +86,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(searched):
     killed = tmp / "killed"
     shutil.copytree(tmp / "artifacts" / "expert", killed / "expert")
     overrides = [*MCTS, f"paths.artifact_dir={killed}"]
-    command, env = cli_command("mcts", overrides, tmp)
-    process = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not list(killed.rglob("shard-00000.json")) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when("mcts", overrides, tmp, killed, "shard-00000.json")
     done_at_kill = len(list(killed.rglob("shard-*.json")))
     assert 1 <= done_at_kill < 8, "the kill did not land in the middle of the search"
     resumed = run_cli("mcts", overrides, tmp)
@@ -133,14 +124,9 @@ def test_sft_resumed_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     overrides = [*SFT, "sft=label_only", "sft.epochs=4", "sft.val_fraction=0"]
     full = run_cli("sft", [*overrides, f"paths.artifact_dir={tmp_path / 'full'}"], tmp_path)
     assert full.returncode == 0, full.stderr[-3000:]
-    command, env = cli_command("sft", [*overrides, f"paths.artifact_dir={tmp_path / 'killed'}"], tmp_path)
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while not list((tmp_path / "killed").rglob("last.ckpt")):
-        assert time.monotonic() < deadline and process.poll() is None, "SFT ended before its first checkpoint"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when(
+        "sft", [*overrides, f"paths.artifact_dir={tmp_path / 'killed'}"], tmp_path, tmp_path / "killed", "last.ckpt"
+    )
     assert not list((tmp_path / "killed").rglob("metrics.json")), "the kill came after the last epoch"
     resumed = run_cli("sft", [*overrides, f"paths.artifact_dir={tmp_path / 'killed'}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from eagrl.errors import ConfigError
-from eagrl.utils.artifacts import config_hash, finished_metrics, seal
+from eagrl.utils.artifacts import config_hash, finished_metrics, seal, write_json
 from eagrl.utils.entry import CONFIG_DIR, configure_threads, console, report, user_errors
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 ANSWERS = "answers.jsonl"
 #: metadata an adapter's training stage writes beside it
 ADAPTER_INFO = "eagrl_adapter.json"
+
+
+def write_adapter_info(target: Path, cfg: DictConfig, method: str, **extra) -> None:
+    """Record beside the adapter in ``target`` the method, backbone, dataset, task and prompt that trained it, and
+    ``extra`` (read back by :func:`adapter_info`)."""
+    info = {"method": method, "backbone": cfg.backbone.name, "dataset": cfg.dataset.name, "task": cfg.task.name,
+            "prompt": OmegaConf.to_container(cfg.prompt, resolve=True), **extra}  # fmt: skip
+    write_json(target / ADAPTER_INFO, info)
 
 
 def adapter_info(cfg: DictConfig) -> dict:

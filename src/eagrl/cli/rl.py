@@ -29,10 +29,10 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from eagrl.cli.evaluate import ADAPTER_INFO
+from eagrl.cli.evaluate import ADAPTER_INFO, write_adapter_info
 from eagrl.errors import ConfigError
 from eagrl.experts.salient import check_patients, expert_importance, importance_distribution, salient_features
-from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal, write_json
+from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal
 from eagrl.utils.config import typed
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, console, report, user_errors
 from eagrl.utils.rng import RNGState
@@ -192,18 +192,7 @@ def run(cfg: DictConfig) -> dict:
         if trainer.is_global_zero:  # one writer under data-parallel training
             model.save_pretrained(target, selected_adapters=["default"])
             history.to_csv(target / "history.csv", index=False)
-            write_json(
-                target / ADAPTER_INFO,
-                {
-                    "method": method_name(cfg),
-                    "backbone": cfg.backbone.name,
-                    "dataset": cfg.dataset.name,
-                    "task": cfg.task.name,
-                    "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
-                    "inputs": inputs,
-                    "init_adapter": str(start) if start else None,
-                },
-            )
+            write_adapter_info(target, cfg, method_name(cfg), inputs=inputs, init_adapter=str(start) if start else None)
             seal(target, metrics)
         status = "success"
     finally:

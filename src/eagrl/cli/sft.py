@@ -24,9 +24,9 @@ import lightning as L
 import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from eagrl.cli.evaluate import ADAPTER_INFO
+from eagrl.cli.evaluate import write_adapter_info
 from eagrl.errors import ConfigError, DataError
 from eagrl.utils.artifacts import (
     config_hash,
@@ -36,7 +36,6 @@ from eagrl.utils.artifacts import (
     finished_metrics,
     resumable,
     seal,
-    write_json,
 )
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, console, report, user_errors
 from eagrl.utils.rng import RNGState
@@ -173,17 +172,8 @@ def run(cfg: DictConfig) -> dict:
         seconds = time.perf_counter() - started
         model.save_pretrained(target)
         logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
-        write_json(
-            target / ADAPTER_INFO,
-            {
-                "method": f"sft-{cfg.sft.mode}",
-                "backbone": cfg.backbone.name,
-                "dataset": cfg.dataset.name,
-                "task": cfg.task.name,
-                "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
-                "inputs": inputs,
-                "trajectories": str(source) if source else None,
-            },
+        write_adapter_info(
+            target, cfg, f"sft-{cfg.sft.mode}", inputs=inputs, trajectories=str(source) if source else None
         )
         train_tokens = sum(len(item["input_ids"]) for item in train_items) * cfg.sft.epochs
         metrics = {
