@@ -63,11 +63,20 @@ def console(hydra_main: Callable[[], object]) -> Callable[[], None]:
 
     @functools.wraps(hydra_main)
     def script() -> None:
-        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let the error reach this function
+        if not {"-m", "--multirun"} & set(sys.argv[1:]):
+            hydra_main()  # a single run: user errors end in the task, config errors in Hydra's short message
+            return
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let the sweeper's error reach this function
         try:
             hydra_main()
         except EAGRLError as error:
             print(f"error: a job of the multirun failed ({error}); the other jobs ran", file=sys.stderr, flush=True)
+            sys.exit(USER_ERROR_EXIT)
+        except (HydraException, OmegaConfBaseException) as error:
+            print(f"error: {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
             sys.exit(USER_ERROR_EXIT)
 
     return script
