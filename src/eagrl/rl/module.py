@@ -443,9 +443,8 @@ class PolicyRLModule(AdapterModule):
                 before = sum(len(mask) for part in gathered[:rank] for mask in part)
                 masks = [mask for part in gathered for mask in part]
             if not masks:
-                if processes == 1:
-                    continue
-                minibatches.append((members, None))
+                if processes > 1:  # every process takes the same number of optimiser steps
+                    minibatches.append((members, None))
                 continue
             width = max(mask.shape[1] for mask in masks)
             mask = torch.cat([torch.nn.functional.pad(mask, (0, width - mask.shape[1])) for mask in masks])
