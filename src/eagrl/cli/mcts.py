@@ -109,10 +109,8 @@ def run(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.datamodule)
     datamodule.prepare_data()
     datamodule.setup()
-    records = datamodule.records(cfg.split)
-    prompts = datamodule.prompts(cfg.split, cfg.task, cfg.prompt)
-    if cfg.max_patients:
-        records, prompts = records[: cfg.max_patients], prompts[: cfg.max_patients]
+    records = datamodule.records(cfg.split, cfg.max_patients)
+    prompts = datamodule.prompts(cfg.split, cfg.task, cfg.prompt, cfg.max_patients)
     if not records:
         raise ConfigError(f"the {cfg.split} split of {cfg.dataset.name} holds no patient to search")
     check_patients(importance, [record.patient_id for record in records], importance_path)
@@ -259,6 +257,13 @@ def summarise(cfg, shards: dict[int, dict], paths, selected, threads: int, targe
 def _finish(metrics: dict, cfg: DictConfig) -> None:
     """Report the run: its metrics into the run directory and one summary line."""
     selected = metrics["selected"]
+    if len(selected["by_label"]) < 2:
+        log.warning(
+            "the selected trajectories hold one outcome only %s, so SFT never sees an answer for the other (class "
+            "balancing cannot fill an empty class): search more patients (max_patients) or relax mcts.selection "
+            "(correct_side, require_closed)",
+            selected["by_label"],
+        )
     report(
         cfg,
         metrics,

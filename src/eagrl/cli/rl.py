@@ -63,10 +63,8 @@ def build_prompts(cfg: DictConfig, datamodule, tokenizer, importance) -> list:
     """The training patients as :class:`~eagrl.rl.rollout.RLPrompt` (prompt tokens, feature spans, C_exp)."""
     from eagrl.rl.rollout import RLPrompt, line_token_spans
 
-    records = datamodule.records("train")
-    prompts = datamodule.prompts("train", cfg.task, cfg.prompt)
-    if cfg.max_patients:
-        records, prompts = records[: cfg.max_patients], prompts[: cfg.max_patients]
+    records = datamodule.records("train", cfg.max_patients)
+    prompts = datamodule.prompts("train", cfg.task, cfg.prompt, cfg.max_patients)
     names = datamodule.features.static_names + datamodule.features.dynamic_names
     static = set(datamodule.features.static_names)
     built = []

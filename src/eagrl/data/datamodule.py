@@ -30,6 +30,23 @@ from eagrl.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Ascending row indices of ``count`` of the ``labels`` (n,), drawn without replacement, each outcome holding
+    its share of ``count`` (largest remainder); all rows when ``count`` >= n."""
+    if count >= len(labels):
+        return np.arange(len(labels))
+    outcomes, sizes = np.unique(labels, return_counts=True)
+    shares = sizes * count / len(labels)
+    quotas = np.floor(shares).astype(int)
+    quotas[np.argsort(quotas - shares, kind="stable")[: count - quotas.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    drawn = [
+        rng.permutation(np.flatnonzero(labels == outcome))[:quota]
+        for outcome, quota in zip(outcomes, quotas, strict=True)
+    ]
+    return np.sort(np.concatenate(drawn))
+
+
 @dataclass
 class SplitArrays:
     """All of one split's patients as arrays (n patients, T padded visits, F dynamic, S static features).
@@ -174,28 +191,37 @@ class EHRDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() first")
         return self.cohort.features
 
-    def records(self, split: str) -> list[PatientRecord]:
-        """Patients of ``split`` for prompting: raw units, LOCF only."""
+    def records(self, split: str, max_patients: int | None = None) -> list[PatientRecord]:
+        """Patients of ``split`` for prompting: raw units, LOCF only, in split order.
+
+        ``max_patients`` keeps a label-stratified sample of that many (seeded by ``dataset.split.seed``), so every
+        stage and run that asks for N patients of a split gets the same N, with the split's outcome rate.
+        """
         self.setup()
         arrays = self.arrays[split]
+        rows = np.arange(len(arrays.patient_ids))
+        if max_patients:
+            rows = stratified_sample(arrays.labels, max_patients, self.dataset_cfg.split.seed)
         filled = locf(arrays.raw)
         names = self.features.static_names
         return [
             PatientRecord(
-                patient_id=pid,
+                patient_id=arrays.patient_ids[row],
                 label=int(arrays.labels[row]),
                 static=dict(zip(names, arrays.static_raw[row].tolist(), strict=True)),
                 times=arrays.time_labels[row],
                 values=filled[row, : arrays.lengths[row]],
             )
-            for row, pid in enumerate(arrays.patient_ids)
+            for row in rows
         ]
 
-    def prompts(self, split: str, task_cfg: DictConfig, prompt_cfg: DictConfig) -> list[ChatPrompt]:
-        """One chat prompt per patient of ``split``."""
+    def prompts(
+        self, split: str, task_cfg: DictConfig, prompt_cfg: DictConfig, max_patients: int | None = None
+    ) -> list[ChatPrompt]:
+        """One chat prompt per patient of ``records(split, max_patients)``."""
         return [
             build_prompt(record, self.features, self.dataset_cfg, task_cfg, prompt_cfg)
-            for record in self.records(split)
+            for record in self.records(split, max_patients)
         ]
 
     def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
