@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE_EXPERIMENT=${SOURCE_EXPERIMENT:-physionet_smollm2}
 TARGET_EXPERIMENT=${TARGET_EXPERIMENT:-stage1_tjh_smollm2}
-source experiments/lib.sh cross_domain
+source experiments/lib.sh
+start_run cross_domain
 "$bin/eagrl-pipeline" "experiment=$SOURCE_EXPERIMENT" "stages=[expert,mcts,sft,rl]" "hydra.run.dir=$run_dir/source" "$@"
 adapter=$(json_field "$run_dir/source/rl/metrics.json" artifact_dir)
 "$bin/eagrl-evaluate" "experiment=$TARGET_EXPERIMENT" prompt=pqd "hydra.run.dir=$run_dir/target/base"

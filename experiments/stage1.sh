@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXPERIMENT=${EXPERIMENT:-stage1_tjh_smollm2}
-source experiments/lib.sh stage1
+source experiments/lib.sh
+start_run stage1
 timed expert "$bin/eagrl-expert" expert=concare dataset=tjh seed=0 logger=none "hydra.run.dir=$run_dir/expert"
 timed mcts "$bin/eagrl-mcts" "experiment=$EXPERIMENT" "hydra.run.dir=$run_dir/mcts" "$@"
 timed sft-trajectory "$bin/eagrl-sft" "experiment=$EXPERIMENT" "hydra.run.dir=$run_dir/sft-trajectory" "$@"

@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 EXPERIMENT=${EXPERIMENT:-stage2_tjh_smollm2}
 EVAL_EXPERIMENT=${EVAL_EXPERIMENT:-stage1_tjh_smollm2}
 ALGORITHMS=${ALGORITHMS:-eagrl grpo dapo}
-source experiments/lib.sh stage2
+source experiments/lib.sh
+start_run stage2
 evaluations=$run_dir/evaluate
 for algorithm in $ALGORITHMS; do
   timed "rl-$algorithm" "$bin/eagrl-rl" "experiment=$EXPERIMENT" "rl=$algorithm" "hydra.run.dir=$run_dir/rl-$algorithm" "$@"

@@ -8,17 +8,9 @@
 #     BACKBONES=qwen2_5_7b_instruct,llama3_1_8b_instruct,qwen2_5_3b_instruct bash experiments/table1.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source experiments/lib.sh
 EXPERIMENT=${EXPERIMENT:-stage2_tjh_smollm2}
 DATASET_TASKS=${DATASET_TASKS:-tjh:mortality}
 BACKBONES=${BACKBONES:-smollm2_135m}
-SECTION=${SECTION:-table1}
-stamp=$(date +%Y-%m-%d_%H-%M-%S)
-sweeps=()
-for pair in $DATASET_TASKS; do
-  sweep=logs/pipeline/multiruns/${stamp}_${pair/:/_}
-  .venv/bin/eagrl-pipeline -m "experiment=$EXPERIMENT" "dataset=${pair%%:*}" "task=${pair##*:}" "backbone=$BACKBONES" \
-    rl=eagrl,grpo,dapo "baselines=[vanilla,think_answer,pqd]" "hydra.sweep.dir=$sweep" "$@"
-  sweeps+=("$sweep")
-done
-.venv/bin/eagrl-aggregate "${sweeps[@]}" --layout paper --benchmarks BENCHMARKS.md --section "$SECTION" \
-  --csv "${sweeps[0]}/$SECTION.csv" --command "EXPERIMENT=$EXPERIMENT bash experiments/table1.sh $*"
+paper_table "BACKBONES=$BACKBONES bash experiments/table1.sh" "${SECTION:-table1}" "backbone=$BACKBONES" \
+  rl=eagrl,grpo,dapo "baselines=[vanilla,think_answer,pqd]" -- "$@"

@@ -6,18 +6,10 @@
 #   EXPERIMENT=paper DATASET_TASKS="mimic4:mortality" BACKBONE=qwen2_5_7b_instruct bash experiments/table2.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source experiments/lib.sh
 EXPERIMENT=${EXPERIMENT:-stage2_tjh_smollm2}
 DATASET_TASKS=${DATASET_TASKS:-tjh:mortality}
 BACKBONE=${BACKBONE:-smollm2_135m}
-SECTION=${SECTION:-table2}
-stamp=$(date +%Y-%m-%d_%H-%M-%S)
-sweeps=()
-for pair in $DATASET_TASKS; do
-  sweep=logs/pipeline/multiruns/${stamp}_${pair/:/_}
-  .venv/bin/eagrl-pipeline -m "experiment=$EXPERIMENT" "dataset=${pair%%:*}" "task=${pair##*:}" "backbone=$BACKBONE" \
-    ablation=none,no_stage1,no_stage2,no_ratt,no_adaptive_clip "baselines=[]" "stages=[expert,mcts,sft,rl,evaluate,report]" \
-    "hydra.sweep.dir=$sweep" "$@"
-  sweeps+=("$sweep")
-done
-.venv/bin/eagrl-aggregate "${sweeps[@]}" --layout paper --benchmarks BENCHMARKS.md --section "$SECTION" \
-  --csv "${sweeps[0]}/$SECTION.csv" --command "EXPERIMENT=$EXPERIMENT bash experiments/table2.sh $*"
+paper_table "BACKBONE=$BACKBONE bash experiments/table2.sh" "${SECTION:-table2}" "backbone=$BACKBONE" \
+  ablation=none,no_stage1,no_stage2,no_ratt,no_adaptive_clip "baselines=[]" "stages=[expert,mcts,sft,rl,evaluate,report]" \
+  -- "$@"
