@@ -124,6 +124,7 @@ def test_sft_resumed_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     overrides = [*SFT, "sft=label_only", "sft.epochs=4", "sft.val_fraction=0"]
     full = run_cli("sft", [*overrides, f"paths.artifact_dir={tmp_path / 'full'}"], tmp_path)
     assert full.returncode == 0, full.stderr[-3000:]
+    assert all(f"sft-label_only epoch {epoch}/4: " in full.stdout + full.stderr for epoch in range(1, 5))
     kill_when(
         "sft", [*overrides, f"paths.artifact_dir={tmp_path / 'killed'}"], tmp_path, tmp_path / "killed", "last.ckpt"
     )
@@ -131,6 +132,7 @@ def test_sft_resumed_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     resumed = run_cli("sft", [*overrides, f"paths.artifact_dir={tmp_path / 'killed'}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout + resumed.stderr
+    assert "epoch 4/4: " in resumed.stdout + resumed.stderr and "epoch 1/4" not in resumed.stdout + resumed.stderr
     adapters = [
         load_file(_artifact(tmp_path / root, "sft") / "adapter_model.safetensors") for root in ("full", "killed")
     ]

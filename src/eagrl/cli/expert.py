@@ -14,7 +14,6 @@ reports; a killed run resumes from ``last.ckpt``.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import hydra
@@ -23,35 +22,16 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from eagrl.data.cohort import SPLITS
 from eagrl.utils.artifacts import config_hash, epoch_checkpoint, finished_metrics, resumable, seal
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, console, report, user_errors
+from eagrl.utils.epochs import EpochLog
 from eagrl.utils.rng import RNGState
 
 log = logging.getLogger(__name__)
-
-
-class EpochTimer(Callback):
-    """Wall time of every training epoch (seconds), kept in checkpoints so a resumed run keeps its history."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
-
-    def state_dict(self) -> dict:
-        return {"seconds": self.seconds}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.seconds = list(state_dict["seconds"])
 
 
 def artifact_dir(cfg: DictConfig) -> Path:
@@ -155,7 +135,7 @@ def run(cfg: DictConfig) -> dict:
     )
     checkpoints = target / "checkpoints"
     last = checkpoints / "last.ckpt"
-    timer = EpochTimer()
+    timer = EpochLog(f"{cfg.expert.name} seed {cfg.seed}")
     callbacks = [
         ModelCheckpoint(
             dirpath=checkpoints,

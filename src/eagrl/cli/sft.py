@@ -38,6 +38,7 @@ from eagrl.utils.artifacts import (
     seal,
 )
 from eagrl.utils.entry import CONFIG_DIR, build_loggers, close_loggers, configure_threads, console, report, user_errors
+from eagrl.utils.epochs import EpochLog
 from eagrl.utils.rng import RNGState
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,8 @@ def run(cfg: DictConfig) -> dict:
     val_loader = sft_loader(val_items, cfg.sft.batch_size, pad_id, shuffle=False, seed=cfg.seed) if val_items else None
 
     model = attach_lora(backbone.model, cfg.backbone.lora)
+    if cfg.sft.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     module = PolicySFTModule(model, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay, on_nonfinite=cfg.sft.on_nonfinite)
     checkpoints = target / "checkpoints"
     if cfg.overwrite:
@@ -158,7 +161,7 @@ def run(cfg: DictConfig) -> dict:
         accumulate_grad_batches=cfg.sft.accumulate_grad_batches,
         gradient_clip_val=cfg.sft.gradient_clip_val,
         limit_val_batches=1.0 if val_loader else 0,
-        callbacks=[checkpoint, RNGState()],
+        callbacks=[checkpoint, EpochLog(f"sft-{cfg.sft.mode}"), RNGState()],
         logger=loggers or False,
     )
     last = checkpoints / "last.ckpt"

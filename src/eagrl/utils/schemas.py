@@ -103,6 +103,7 @@ class SFTSchema:
     epochs: int
     batch_size: int
     accumulate_grad_batches: int
+    gradient_checkpointing: bool
     gradient_clip_val: float
     val_fraction: float
     on_nonfinite: str
