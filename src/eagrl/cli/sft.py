@@ -148,7 +148,7 @@ def run(cfg: DictConfig) -> dict:
 
     model = attach_lora(backbone.model, cfg.backbone.lora)
     if cfg.sft.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     module = PolicySFTModule(model, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay, on_nonfinite=cfg.sft.on_nonfinite)
     checkpoints = target / "checkpoints"
     if cfg.overwrite:

@@ -113,6 +113,11 @@ class PolicySFTModule(AdapterModule):
         self.save_hyperparameters(ignore=["model"])
         self.guard = NonFiniteGuard(on_nonfinite, "sft.on_nonfinite")
 
+    def on_fit_start(self) -> None:
+        """Train mode for the whole policy: ``from_pretrained`` leaves the base model in eval mode and Lightning
+        keeps each module's mode, so the decoder layers would skip gradient checkpointing (and any dropout)."""
+        self.model.train()
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over the completion tokens of the batch (nats per token)."""
         return self.model(

@@ -1,0 +1,35 @@
+"""PolicySFTModule under Lightning: the policy trains in train mode, so gradient checkpointing really recomputes."""
+
+from __future__ import annotations
+
+import lightning as L
+
+from eagrl.policy.backbone import attach_lora
+from eagrl.policy.sft import PolicySFTModule, sft_loader
+from tests.policy.conftest import tiny
+
+LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+
+
+def test_fit_recomputes_every_layer_with_gradient_checkpointing():
+    """The model enters in eval mode (as from_pretrained leaves it); during fit each decoder layer runs twice per
+    step, in the forward and again in the backward pass (checkpointing), and never in eval mode (without the module's
+    on_fit_start it stayed in eval mode: 2 eval calls, no recompute)."""
+    model, _ = tiny()
+    policy = attach_lora(model.eval(), LORA)
+    policy.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    calls = {"train": 0, "eval": 0}
+
+    def count(mlp, *_):
+        calls["train" if model.model.layers[0].training else "eval"] += 1
+
+    # transformers checkpoints the layer's forward, so hooks inside it run again on recompute (a pre-hook: the
+    # recompute stops early, once the tensors the backward pass needs exist)
+    model.model.layers[0].mlp.register_forward_pre_hook(count)
+    items = [{"input_ids": list(range(3, 40)), "labels": [-100] * 20 + list(range(23, 40))}] * 2
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(PolicySFTModule(policy), sft_loader(items, batch_size=1, pad_id=0, shuffle=False, seed=0))
+    assert calls == {"train": 4, "eval": 0}
