@@ -201,8 +201,9 @@ def run(cfg: DictConfig) -> dict:
 
 
 def summarise(cfg, history: pd.DataFrame, seconds: float, threads: int, target: Path, resumed: bool) -> dict:
-    """metrics.json of an RL run: the first and last steps' means of every logged value, and the cost."""
-    window = min(5, len(history))
+    """metrics.json of an RL run: the means of every logged value over the first and the last ``trend_steps`` steps
+    (5, or half the run when shorter, so the two windows do not overlap), and the cost."""
+    window = min(5, max(1, len(history) // 2)) if len(history) else 0
     first = history.head(window).mean(numeric_only=True).to_dict() if window else {}
     last = history.tail(window).mean(numeric_only=True).to_dict() if window else {}
     return {
@@ -212,6 +213,7 @@ def summarise(cfg, history: pd.DataFrame, seconds: float, threads: int, target: 
         "method": method_name(cfg),
         "seed": cfg.seed,
         "steps": len(history),
+        "trend_steps": window,
         "first_steps": first,
         "last_steps": last,
         "seconds_this_run": seconds,
@@ -225,9 +227,10 @@ def summarise(cfg, history: pd.DataFrame, seconds: float, threads: int, target: 
 def _finish(metrics: dict, cfg: DictConfig) -> None:
     """Report the run: its metrics into the run directory and one summary line."""
     first, last = metrics["first_steps"], metrics["last_steps"]
+    window = metrics.get("trend_steps", min(5, metrics["steps"]))  # runs before trend_steps: 5-step windows
     trend = (
         f"reward {first.get('reward', np.nan):.3f} -> {last.get('reward', np.nan):.3f}, accuracy "
-        f"{first.get('accuracy', np.nan):.2f} -> {last.get('accuracy', np.nan):.2f} (first / last 5 steps)"
+        f"{first.get('accuracy', np.nan):.2f} -> {last.get('accuracy', np.nan):.2f} (first / last {window} steps)"
         if metrics["steps"]
         else "no RL step (the initial adapter is saved as it is)"
     )

@@ -102,6 +102,8 @@ def top_features(predictions: pd.DataFrame, importance: pd.DataFrame, count: int
         left = policy_rows[rank] if rank < len(policy_rows) else ("", "")
         right = expert_rows[rank] if rank < len(expert_rows) else ("", "")
         lines.append(f"| {rank + 1} | {left[0]} | {left[1]} | {right[0]} | {right[1]} |")
+    if not declared:
+        lines += ["", f"The policy named no feature of the dataset in any of its {len(predictions)} test answers."]
     return "\n".join(lines)
 
 
