@@ -120,8 +120,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.datamodule)
     datamodule.prepare_data()
     datamodule.setup()
-    records = datamodule.records(cfg.split, cfg.max_patients)
-    prompts = datamodule.prompts(cfg.split, cfg.task, cfg.prompt, cfg.max_patients)
+    records, prompts = datamodule.patients(cfg.split, cfg.task, cfg.prompt, cfg.max_patients)
 
     backbone = load_backbone(cfg.backbone)
     model = load_adapter(backbone.model, cfg.adapter) if cfg.adapter else backbone.model

@@ -109,8 +109,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.datamodule)
     datamodule.prepare_data()
     datamodule.setup()
-    records = datamodule.records(cfg.split, cfg.max_patients)
-    prompts = datamodule.prompts(cfg.split, cfg.task, cfg.prompt, cfg.max_patients)
+    records, prompts = datamodule.patients(cfg.split, cfg.task, cfg.prompt, cfg.max_patients)
     if not records:
         raise ConfigError(f"the {cfg.split} split of {cfg.dataset.name} holds no patient to search")
     check_patients(importance, [record.patient_id for record in records], importance_path)

@@ -63,8 +63,7 @@ def build_prompts(cfg: DictConfig, datamodule, tokenizer, importance) -> list:
     """The training patients as :class:`~eagrl.rl.rollout.RLPrompt` (prompt tokens, feature spans, C_exp)."""
     from eagrl.rl.rollout import RLPrompt, line_token_spans
 
-    records = datamodule.records("train", cfg.max_patients)
-    prompts = datamodule.prompts("train", cfg.task, cfg.prompt, cfg.max_patients)
+    records, prompts = datamodule.patients("train", cfg.task, cfg.prompt, cfg.max_patients)
     names = datamodule.features.static_names + datamodule.features.dynamic_names
     static = set(datamodule.features.static_names)
     built = []

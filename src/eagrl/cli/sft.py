@@ -86,8 +86,7 @@ def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
     datamodule = instantiate(cfg.datamodule)
     datamodule.prepare_data()
     datamodule.setup()
-    records = datamodule.records("train")
-    prompts = datamodule.prompts("train", cfg.task, cfg.prompt)
+    records, prompts = datamodule.patients("train", cfg.task, cfg.prompt)
     examples = [
         ChatExample(record.patient_id, prompt.messages(), cfg.sft.completion.format(label=record.label))
         for record, prompt in zip(records, prompts, strict=True)

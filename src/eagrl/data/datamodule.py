@@ -215,14 +215,19 @@ class EHRDataModule(L.LightningDataModule):
             for row in rows
         ]
 
+    def patients(
+        self, split: str, task_cfg: DictConfig, prompt_cfg: DictConfig, max_patients: int | None = None
+    ) -> tuple[list[PatientRecord], list[ChatPrompt]]:
+        """``records(split, max_patients)`` and one chat prompt per record, in the same order."""
+        records = self.records(split, max_patients)
+        prompts = [build_prompt(record, self.features, self.dataset_cfg, task_cfg, prompt_cfg) for record in records]
+        return records, prompts
+
     def prompts(
         self, split: str, task_cfg: DictConfig, prompt_cfg: DictConfig, max_patients: int | None = None
     ) -> list[ChatPrompt]:
         """One chat prompt per patient of ``records(split, max_patients)``."""
-        return [
-            build_prompt(record, self.features, self.dataset_cfg, task_cfg, prompt_cfg)
-            for record in self.records(split, max_patients)
-        ]
+        return self.patients(split, task_cfg, prompt_cfg, max_patients)[1]
 
     def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
         """Batches of ``split`` (see :class:`EHRTensorDataset` for the keys)."""
