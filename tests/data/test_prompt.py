@@ -56,6 +56,25 @@ def test_feature_line_format(tjh, cfg):
     assert line.endswith("]") and line.count(",") == len(tjh.records("test")[0].times) - 1
 
 
+def test_readable_layout_flags_every_value_outside_its_range(tjh, cfg):
+    """layout=latest + flags: one line per feature with the last visit's value, unit and (high)/(low) exactly when
+    the value lies outside the feature table's reference range; C_exp candidates are the observed features."""
+    readable = prompt_cfg(cfg, layout="latest", flags=True, significant_digits=3)
+    flagged = 0
+    for record in tjh.records("test")[:20]:
+        prompt = build_prompt(record, tjh.features, tjh.dataset_cfg, cfg.task, readable)
+        assert "(high) / (low) = outside the reference range" in prompt.user
+        for line, name in zip(feature_lines(prompt.user), prompt.feature_order, strict=True):
+            spec, column = tjh.features.by_name(name), record.values[:, tjh.features.dynamic_names.index(name)]
+            value = column[-1]
+            assert line.startswith(f"- {name}: ")
+            expected = spec.flag(value)
+            assert line.endswith(f"({expected})") if expected else not line.endswith(("(high)", "(low)"))
+            flagged += expected is not None
+            assert (name in prompt.observed_features) == bool(np.isfinite(column).any())
+    assert flagged > 0
+
+
 @pytest.mark.parametrize("fraction", [0.2, 0.4, 0.6, 1.0])
 def test_shuffle_moves_round_p_times_f_lines_reproducibly(tjh, cfg, fraction):
     records = tjh.records("test")[:20]

@@ -39,6 +39,10 @@ def test_non_text_never_raises(value):
         ("<Final answer> 1.7 </Final answer>", None, "out_of_range"),
         ("<Final answer> 250 % </Final answer>", None, "out_of_range"),
         ("<Final answer> high risk </Final answer>", None, "no_number"),
+        # the template's placeholder copied is no answer (it used to read as a confident 0.0)
+        ("<Final answer> 0.xx </Final answer>", None, "no_number"),
+        ("<Final answer> 0.7x </Final answer>", None, "no_number"),
+        ("<Final answer> 0.85. </Final answer>", 0.85, "ok"),
         ("The probability is 0.9", None, "no_final_answer"),
         ("", None, "no_final_answer"),
     ],

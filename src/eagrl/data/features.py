@@ -61,6 +61,17 @@ class FeatureSpec:
         """The label of a coded value (``None`` when the feature is not coded or the code has no label)."""
         return self.value_labels.get(round(value)) if self.value_labels and not math.isnan(value) else None
 
+    def flag(self, value: float) -> str | None:
+        """``high`` / ``low`` for a value outside the reference interval, None inside it, for NaN or a coded
+        feature (whose range is a label, not a bound)."""
+        if self.value_labels or math.isnan(value):
+            return None
+        if value > self.ref_high:
+            return "high"
+        if value < self.ref_low:
+            return "low"
+        return None
+
     def reference_range(self) -> str:
         """Human-readable reference range: ``lo-hi``, ``<hi``, ``>lo``, a coded feature's label(s), or ``unknown``."""
         low, high = (None if math.isnan(x) else self.value_text(x) or f"{x:g}" for x in (self.ref_low, self.ref_high))

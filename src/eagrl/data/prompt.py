@@ -7,7 +7,10 @@ Visit times come first, demographics are stated, then the task and the style's a
 (``vanilla``, ``think_answer``, ``pqd``). The token budget is config: keep the last ``max_visits``, a
 feature subset, ``significant_digits``, and ``omit_unobserved`` (never-measured features listed once by
 name instead of a line of NaNs). ``shuffle_fraction`` permutes that fraction of the feature lines (the
-paper's robustness test), seeded per patient.
+paper's robustness test), seeded per patient. Readable prompts for small models: ``flags`` marks each value
+outside its reference range ``(high)`` / ``(low)``, and ``layout: latest`` shows each feature's last value alone:
+
+    - Lactate dehydrogenase: 612 U/L (high)
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import numpy as np
 
 from eagrl.data.features import FeatureSpec, FeatureTable
 from eagrl.errors import ConfigError
+
+#: ``prompt.layout``: every shown visit's values per feature (the paper's) or the last visit's value alone
+LAYOUTS = ("series", "latest")
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,15 @@ class PatientRecord:
 @dataclass(frozen=True)
 class ChatPrompt:
     """A system + user message pair, the dynamic features in the order their lines appear, and those lines
-    (to find a feature's tokens in the prompt, e.g. for the policy's attention over it)."""
+    (to find a feature's tokens in the prompt, e.g. for the policy's attention over it). ``observed_features``: the
+    features the prompt shows with a value (static ones known, dynamic ones measured at a shown visit): the only
+    ones the policy can be asked to name (C_exp is restricted to them)."""
 
     system: str
     user: str
     feature_order: tuple[str, ...]
     feature_lines: tuple[str, ...] = ()
+    observed_features: tuple[str, ...] = ()
 
     def messages(self) -> list[dict[str, str]]:
         """Chat-template messages."""
@@ -96,12 +105,23 @@ def _static_text(spec: FeatureSpec, value: float, prompt_cfg: Mapping) -> str:
     return f"{spec.name}: {format_number(value, prompt_cfg['significant_digits'], '')}{unit}"
 
 
+def value_text(spec: FeatureSpec, value: float, prompt_cfg: Mapping, unit: bool = False) -> str:
+    """One value as the prompt shows it: a coded value's label, or the number rounded to ``significant_digits``
+    (with its unit when ``unit``), then `` (high)`` / `` (low)`` outside the reference range when ``flags``."""
+    label = spec.value_text(value)
+    text = label or format_number(value, prompt_cfg["significant_digits"], prompt_cfg["missing_token"])
+    if unit and spec.unit and not label and not math.isnan(value):
+        text = f"{text} {spec.unit}"
+    flag = spec.flag(value) if prompt_cfg.get("flags") else None
+    return f"{text} ({flag})" if flag else text
+
+
 def _feature_line(spec: FeatureSpec, column: np.ndarray, prompt_cfg: Mapping) -> str:
-    """One feature line; a coded feature (e.g. GCS eye opening) shows its values' labels."""
-    values = ", ".join(
-        spec.value_text(v) or format_number(v, prompt_cfg["significant_digits"], prompt_cfg["missing_token"])
-        for v in column
-    )
+    """One feature line. ``series`` (the paper's): unit, reference range and every shown visit's value;
+    ``latest``: the last shown visit's value and unit only (``- Lactate dehydrogenase: 612 U/L (high)``)."""
+    if prompt_cfg.get("layout", "series") == "latest":
+        return f"- {spec.name}: {value_text(spec, column[-1], prompt_cfg, unit=True)}"
+    values = ", ".join(value_text(spec, v, prompt_cfg) for v in column)
     unit = spec.unit or "none"
     return f"- {spec.name} (Unit: {unit}; Reference range: {spec.reference_range()}): [{values}]"
 
@@ -130,18 +150,25 @@ def build_prompt(
         task_cfg: needs ``question`` (what to predict).
         prompt_cfg: the ``prompt`` group (style text and token budget, see conf/prompt/_base.yaml).
     """
+    layout = prompt_cfg.get("layout", "series")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"prompt.layout={layout!r}: use one of {', '.join(LAYOUTS)}")
     keep = prompt_cfg["max_visits"]
     times = record.times[-keep:] if keep else record.times
     values = record.values[-keep:] if keep else record.values
     columns = selected_features(features, prompt_cfg["features"])
 
     lines, order, unobserved = [], [], []
+    observed = [spec.name for spec in features.static if not math.isnan(record.static[spec.name])]
     for column in columns:
         spec = features.dynamic[column]
         series = values[:, column]
-        if prompt_cfg["omit_unobserved"] and np.isnan(series).all():
+        if np.isnan(series).all():
             unobserved.append(spec.name)
-            continue
+            if prompt_cfg["omit_unobserved"]:
+                continue
+        else:
+            observed.append(spec.name)
         lines.append(_feature_line(spec, series, prompt_cfg))
         order.append(spec.name)
     if prompt_cfg["shuffle_fraction"]:
@@ -150,15 +177,24 @@ def build_prompt(
         lines, order = [lines[i] for i in permuted], [order[i] for i in permuted]
 
     demographics = "; ".join(_static_text(spec, record.static[spec.name], prompt_cfg) for spec in features.static)
-    parts = [
-        dataset_cfg["context"],
-        f"Demographics: {demographics}.",
-        f"The record has {len(times)} visits. Visit times ({dataset_cfg['time_description']}): [{', '.join(times)}]",
-        "Each line below is one feature with its unit, reference range and values at those visits in order "
-        f"({prompt_cfg['missing_token']} = not measured yet):",
-        *lines,
-    ]
-    if unobserved:
+    legend = f"{prompt_cfg['missing_token']} = not measured yet" + (
+        "; (high) / (low) = outside the reference range" if prompt_cfg.get("flags") else ""
+    )
+    if layout == "latest":
+        header = [
+            f"The record has {len(record.times)} visits ({dataset_cfg['time_description']}: "
+            f"[{', '.join(record.times)}]). Each line below is one feature's latest value at the last visit "
+            f"({legend}):"
+        ]
+    else:
+        header = [
+            f"The record has {len(times)} visits. Visit times ({dataset_cfg['time_description']}): "
+            f"[{', '.join(times)}]",
+            f"Each line below is one feature with its unit, reference range and values at those visits in order "
+            f"({legend}):",
+        ]
+    parts = [dataset_cfg["context"], f"Demographics: {demographics}.", *header, *lines]
+    if unobserved and prompt_cfg["omit_unobserved"]:
         parts.append(f"Not measured at any visit: {'; '.join(unobserved)}.")
     parts += ["", f"Task: {task_cfg['question']}", prompt_cfg["instructions"].strip()]
     return ChatPrompt(
@@ -166,4 +202,5 @@ def build_prompt(
         user="\n".join(parts),
         feature_order=tuple(order),
         feature_lines=tuple(lines),
+        observed_features=tuple(observed),
     )

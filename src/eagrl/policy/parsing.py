@@ -20,7 +20,11 @@ FINAL_ANSWER = re.compile(r"<\s*final\s*answer\s*>(?P<body>.*?)(?:<\s*/\s*final\
 FEATURES = re.compile(
     r"<\s*important\s*features?\s*>(?P<body>.*?)(?:<\s*/\s*important\s*features?\s*>|<\s*final|$)", re.I | re.S
 )
-NUMBER = re.compile(r"(?<![\w.])(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<percent>%|percent)?", re.I)
+#: a number not glued to letters: the template's ``0.xx`` (or ``0.7x``) is no number, not the probability 0.0
+#: (the value is atomic, so the regex cannot back off ``0.xx`` to read ``0``)
+NUMBER = re.compile(
+    r"(?<![\w.])(?P<value>(?>\d+(?:\.\d*)?|\.\d+))(?!\.?[A-Za-z_])\s*(?P<percent>%|percent)?", re.I
+)
 #: separators between declared features
 SEPARATORS = re.compile(r"[;\n,|]+")
 #: leading list markers ("1.", "-", "*", "•") and surrounding quotes/brackets

@@ -52,6 +52,8 @@ class PromptSchema:
     instructions: str
     max_visits: int | None = None
     features: list[str] | None = None
+    layout: str = "series"
+    flags: bool = False
     significant_digits: int = 4
     missing_token: str = "NaN"
     omit_unobserved: bool = False
