@@ -8,7 +8,14 @@ import pytest
 
 from eagrl.errors import ConfigError
 from eagrl.policy.parsing import ParsedAnswer
-from eagrl.rewards import RewardConfig, attention_agreement, classification_reward, jaccard, score_answer
+from eagrl.rewards import (
+    RewardConfig,
+    attention_agreement,
+    classification_reward,
+    jaccard,
+    score_answer,
+    unit_reward,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,6 +64,18 @@ def test_total_is_the_weighted_sum_and_both_paper_weightings_are_configs():
     assert authors.total == pytest.approx(math.log(0.8) + 0.5 * 0.3 + 0.1 * r_att)
     # w/o R_att (λ = 1)
     assert score_answer(parsed, 1, expert, RewardConfig(cls_weight=1.0, att_weight=0.0)).total == pytest.approx(r_cls)
+
+
+@pytest.mark.parametrize("cfg", [RewardConfig(), RewardConfig(cls_weight=1.0, att_weight=0.1)])
+def test_unit_reward_maps_the_attainable_range_onto_zero_one(cfg):
+    """The MCTS scale: the most wrong answer naming nothing -> 0, the most right naming C_exp -> 1, monotone."""
+    expert = ["LDH", "CRP"]
+    worst = score_answer(ParsedAnswer(probability=1.0, status="ok"), 0, expert, cfg)
+    best = score_answer(ParsedAnswer(probability=1.0, status="ok", features=("LDH", "CRP")), 1, expert, cfg)
+    middle = score_answer(ParsedAnswer(probability=0.7, status="ok", features=("LDH",)), 1, expert, cfg)
+    failed = score_answer(ParsedAnswer(probability=None, status="no_number"), 1, expert, cfg)
+    assert unit_reward(worst, cfg) == pytest.approx(0.0) and unit_reward(best, cfg) == pytest.approx(1.0)
+    assert 0.0 < unit_reward(middle, cfg) < 1.0 and unit_reward(failed, cfg) == 0.0
 
 
 def test_unparseable_answer_gets_the_lowest_reward():

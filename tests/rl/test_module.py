@@ -148,7 +148,14 @@ def test_key_token_span_and_line_spans():
     text = "<Subquestion> a </Subquestion>\n<Important Features> LDH; Albumin </Important Features>\n<Final answer> 0.3"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     start, end = key_token_span(tokenizer, ids)
-    assert tokenizer.decode(ids[start:end]) == " LDH; Albumin </Important Features>"
+    assert tokenizer.decode(ids[start:end]) == " LDH; Albumin "  # the list alone, without its tags
+    for answer, body in [
+        ("<important features>LDH</IMPORTANT FEATURES>", "LDH"),  # case-insensitive, as the parser reads it
+        ("<Important Features> LDH; Albumin\n<Final answer> 0.3", " LDH; Albumin\n"),  # not closed
+    ]:
+        ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        start, end = key_token_span(tokenizer, ids)
+        assert tokenizer.decode(ids[start:end]) == body
     assert key_token_span(tokenizer, tokenizer("no block", add_special_tokens=False)["input_ids"]) is None
     prompt = "intro\n- LDH (Unit: U/L): [300]\n- Albumin (Unit: g/L): [30]\nend"
     token_ids, spans = line_token_spans(tokenizer, prompt, ["- LDH (Unit: U/L): [300]", "- Albumin (Unit: g/L): [30]"])

@@ -114,7 +114,6 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"the {cfg.split} split of {cfg.dataset.name} holds no patient to search")
     check_patients(importance, [record.patient_id for record in records], importance_path)
     rankings = importance["ranking"]
-    static = set(datamodule.features.static_names)
 
     size = cfg.patients_per_shard
     chunks = [list(range(start, min(start + size, len(records)))) for start in range(0, len(records), size)]
@@ -148,7 +147,7 @@ def run(cfg: DictConfig) -> dict:
                     records[i].label,
                     prompts[i].messages(),
                     salient_features(
-                        rankings[records[i].patient_id], static | set(prompts[i].feature_order), cfg.salient.top_k
+                        rankings[records[i].patient_id], prompts[i].observed_features, cfg.salient.top_k
                     ),
                 )
                 for i in chunks[number]

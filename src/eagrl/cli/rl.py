@@ -65,7 +65,6 @@ def build_prompts(cfg: DictConfig, datamodule, tokenizer, importance) -> list:
 
     records, prompts = datamodule.patients("train", cfg.task, cfg.prompt, cfg.max_patients)
     names = datamodule.features.static_names + datamodule.features.dynamic_names
-    static = set(datamodule.features.static_names)
     built = []
     for record, prompt in zip(records, prompts, strict=True):
         text = tokenizer.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
@@ -77,7 +76,7 @@ def build_prompts(cfg: DictConfig, datamodule, tokenizer, importance) -> list:
                 label=record.label,
                 prompt_ids=ids,
                 expert_features=tuple(
-                    salient_features(row["ranking"], static | set(prompt.feature_order), cfg.salient.top_k)
+                    salient_features(row["ranking"], prompt.observed_features, cfg.salient.top_k)
                 ),
                 feature_names=prompt.feature_order,
                 feature_spans=tuple(spans),

@@ -1,8 +1,8 @@
 """The expert's per-patient salient features, as the LLM stages read them from an ``eagrl-expert`` artifact.
 
-C_exp (METHOD §3) is the expert's top-k features; the LLM stages restrict it to the features their prompt shows
-(a feature the policy cannot see cannot be asked of it). The full importance vector also gives the expert's
-attention *distribution* over the shown features (for reward.attention=internal).
+C_exp (METHOD §3) is the expert's top-k features; the LLM stages restrict it to the features their prompt shows with
+a value (a feature the policy cannot see, or that was never measured, cannot be asked of it). The full importance
+vector also gives the expert's attention *distribution* over the shown features (for reward.attention=internal).
 """
 
 from __future__ import annotations
@@ -48,8 +48,11 @@ def check_patients(importance: pd.DataFrame, patient_ids: Sequence[str], path: P
         )
 
 
-def salient_features(ranking: Sequence[str], visible: set[str], top_k: int) -> list[str]:
-    """C_exp: the expert's ``top_k`` highest-ranked features among those the prompt shows."""
+def salient_features(ranking: Sequence[str], observed: Sequence[str], top_k: int) -> list[str]:
+    """C_exp: the expert's ``top_k`` highest-ranked features among those the prompt shows with a value
+    (:attr:`~eagrl.data.prompt.ChatPrompt.observed_features`): a never-measured feature cannot be named for a
+    reason, so it would only make R_att unreachable."""
+    visible = set(observed)
     return [name for name in ranking if name in visible][:top_k]
 
 

@@ -10,7 +10,8 @@ scaffold (the tags are written by the search, the model fills them in):
   ``usefulness_question`` asked after it (normalised over Yes / No);
 - ``answer_children`` closings once ``min_depth`` steps are written (only closings at ``max_depth``):
   ``<Final subquestion> … <Important Features>`` → the model lists features, ``<Final answer>`` → the model
-  gives the probability; each is simulated by the reward R (label and expert salient set: train split only).
+  gives the probability; each is simulated by the reward R (label and expert salient set: train split only)
+  mapped onto [0, 1] by its attainable range (:func:`~eagrl.rewards.unit_reward`), the scale of usefulness.
 
 Sampling is seeded per (patient, node, phase, sample), so a patient's tree does not depend on the batch it
 was searched in: a resumed search reproduces an uninterrupted one.
@@ -26,7 +27,7 @@ from eagrl.errors import ConfigError
 from eagrl.mcts.tree import Node, Tree
 from eagrl.policy.engine import EngineStats, Generation, GenerationEngine, SamplingConfig
 from eagrl.policy.parsing import FeatureVocabulary, parse_answer
-from eagrl.rewards import RewardConfig, score_answer
+from eagrl.rewards import RewardConfig, score_answer, unit_reward
 
 #: a PQD tag the model wrote itself: its text is cut there (the search writes the tags)
 TAG = re.compile(r"<\s*/?\s*(?:sub\s*question|answer|final|important)", re.I)
@@ -260,7 +261,8 @@ class MCTS:
             terms = score_answer(parsed, patient.label, patient.expert_features, self.reward)
             patient.tree.simulate(
                 child,
-                terms.total,
+                unit_reward(terms, self.reward),
+                r_total=terms.total,
                 probability=parsed.probability,
                 status=parsed.status,
                 features=list(parsed.features),
@@ -289,7 +291,6 @@ def complete_paths(patient: PatientSearch) -> list[dict]:
                 "completion": node.answer(),
                 "visits": node.visits,
                 "q_value": node.value,
-                "r_total": node.simulated_value,
                 **node.details,
                 # the whole path, not only the closing block: every span closed by the policy itself
                 "closed": all(step.details["closed"] for step in node.path()[1:]),

@@ -5,8 +5,10 @@ A node is the answer written so far: the root is the empty answer, a *step* node
 ``<Final subquestion>``, ``<Important Features>`` and ``<Final answer>``. A new child is simulated once
 (a step by its usefulness P("Yes"), a terminal by the reward R) and that value is backed up to the root.
 
-Selection descends by UCT, ``Q̃(child) + c·sqrt(ln N(parent) / N(child))``, where Q̃ is the mean backed-up value
-min–max normalised over the tree (as in MuZero), so step values in [0, 1] and rewards in nats share one scale.
+Selection descends by UCT, ``Q(child) + c·sqrt(ln N(parent) / N(child))``, where Q is the mean backed-up value.
+Every simulated value lies in [0, 1] (a step's usefulness is a probability, a terminal's reward is mapped onto
+[0, 1] by its attainable range): one fixed scale, so a parse failure (0) and a confident right answer (near 1)
+are comparable with a useful step, and the exploration constant keeps its meaning across trees.
 """
 
 from __future__ import annotations
@@ -61,23 +63,6 @@ class Node:
         return "".join(node.text for node in self.path())
 
 
-@dataclass
-class MinMax:
-    """Running bounds of Q values, to normalise them into [0, 1] (MuZero's MinMaxStats)."""
-
-    low: float = math.inf
-    high: float = -math.inf
-
-    def update(self, value: float) -> None:
-        self.low, self.high = min(self.low, value), max(self.high, value)
-
-    def normalise(self, value: float) -> float:
-        """(value − low) / (high − low); 0.5 while the bounds are not yet apart."""
-        if self.high > self.low:
-            return (value - self.low) / (self.high - self.low)
-        return 0.5
-
-
 class Tree:
     """The tree of one patient.
 
@@ -89,15 +74,13 @@ class Tree:
         self.exploration = exploration
         self.root = Node(index=0)
         self.nodes: list[Node] = [self.root]
-        self.bounds = MinMax()
         self.rollouts = 0
 
     def uct(self, child: Node, parent: Node) -> float:
         """UCT score of ``child`` under ``parent``; an unvisited child scores +inf."""
         if child.visits == 0:
             return math.inf
-        exploit = self.bounds.normalise(child.value)
-        return exploit + self.exploration * math.sqrt(math.log(max(parent.visits, 1)) / child.visits)
+        return child.value + self.exploration * math.sqrt(math.log(max(parent.visits, 1)) / child.visits)
 
     def select(self) -> Node:
         """Descend from the root by UCT to a node that is not expanded (a leaf or a terminal node).
@@ -125,13 +108,12 @@ class Tree:
         return child
 
     def backpropagate(self, node: Node, value: float) -> None:
-        """Add one visit with ``value`` to ``node`` and every ancestor, updating the Q bounds."""
-        if not math.isfinite(value):
-            raise ValueError(f"cannot back up a non-finite value ({value}) from node {node.index}")
+        """Add one visit with ``value`` (in [0, 1]) to ``node`` and every ancestor."""
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"cannot back up {value} from node {node.index}: MCTS values lie in [0, 1]")
         while node is not None:
             node.visits += 1
             node.value_sum += value
-            self.bounds.update(node.value)
             node = node.parent
 
     def simulate(self, node: Node, value: float, **details) -> None:

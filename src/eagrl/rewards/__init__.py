@@ -8,6 +8,7 @@ from eagrl.rewards.functions import (
     classification_reward,
     jaccard,
     score_answer,
+    unit_reward,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "classification_reward",
     "jaccard",
     "score_answer",
+    "unit_reward",
 ]

@@ -132,3 +132,16 @@ def score_answer(
     ]
     total = cfg.cls_weight * cls_term + cfg.att_weight * att_term
     return RewardTerms(total=total, cls=cls_term, att=att_term, parsed=True)
+
+
+def unit_reward(terms: RewardTerms, cfg: RewardConfig) -> float:
+    """R mapped onto [0, 1] by its attainable range, the scale of MCTS values (a step's usefulness is a probability):
+    ``(R − R_min) / (R_max − R_min)`` with R_min, R_max the reward of the most wrong and the most right answer
+    (R_cls from log(clip) to log(1 − clip) + β(0.5 − clip), R_att from 0 to 1); an unreadable answer scores 0."""
+    if not terms.parsed:
+        return 0.0
+    cls_low, cls_high = math.log(cfg.clip), math.log(1.0 - cfg.clip) + cfg.margin_beta * (0.5 - cfg.clip)
+    low = min(cfg.cls_weight * cls_low, cfg.cls_weight * cls_high) + min(0.0, cfg.att_weight)
+    high = max(cfg.cls_weight * cls_low, cfg.cls_weight * cls_high) + max(0.0, cfg.att_weight)
+    return min(max((terms.total - low) / (high - low), 0.0), 1.0) if high > low else 0.5
+

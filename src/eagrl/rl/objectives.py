@@ -52,23 +52,25 @@ def centred_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor
     return rewards - rewards.mean(dim=-1, keepdim=True)
 
 
-def adaptive_clip_high(entropy: torch.Tensor, eps_min: float, eps_max: float) -> torch.Tensor:
-    """ε_high per trajectory from its mean key-token entropy, min–max normalised within the group.
+def adaptive_clip_high(entropy: torch.Tensor, eps_min: float, eps_max: float, delta: float = 1e-6) -> torch.Tensor:
+    """ε_high per trajectory from its mean key-token entropy, min–max normalised within the group with the paper's
+    +δ: ``norm(H̄) = (H̄ − min_G H̄) / (max_G H̄ − min_G H̄ + δ)``.
 
     Args:
         entropy: (groups, G) mean entropy of π_old over each trajectory's key clinical tokens (nats); NaN for a
             trajectory without key tokens.
         eps_min, eps_max: the range of ε_high.
+        delta: δ of the denominator (keeps a group of equal entropies at ``eps_min``).
 
     Returns:
-        (groups, G) ε_high. A group whose finite entropies are all equal, and a trajectory with NaN entropy, get
-        ``eps_min`` (no evidence to loosen the clip: the fixed-clip GRPO case).
+        (groups, G) ε_high in [eps_min, eps_max). A group whose finite entropies are all equal, and a trajectory with
+        NaN entropy, get ``eps_min`` (no evidence to loosen the clip: the fixed-clip GRPO case).
     """
     finite = torch.isfinite(entropy)
     low = torch.where(finite, entropy, torch.inf).amin(dim=-1, keepdim=True)
     high = torch.where(finite, entropy, -torch.inf).amax(dim=-1, keepdim=True)
-    spread = high - low
-    normalised = torch.where(finite & (spread > 0), (entropy - low) / spread.clamp_min(1e-12), 0.0)
+    spread = torch.where(torch.isfinite(high - low), high - low, 0.0)
+    normalised = torch.where(finite, (entropy - low) / (spread + delta), 0.0)
     return eps_min + (eps_max - eps_min) * normalised
 
 

@@ -18,10 +18,9 @@ from transformers import PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache
 
 from eagrl.policy.attention import probe_attention
+from eagrl.policy.parsing import FEATURES
 from eagrl.rl.objectives import token_entropy
 
-#: the key clinical tokens whose entropy drives the adaptive clip (METHOD §6: the <Important Features> span)
-KEY_OPEN, KEY_CLOSE = "<Important Features>", "</Important Features>"
 
 
 @dataclass(frozen=True)
@@ -63,29 +62,35 @@ def line_token_spans(
 
 
 def key_token_span(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int]) -> tuple[int, int] | None:
-    """Token range [start, end) of the ``<Important Features>`` list in a generated answer (the tokens after the
-    opening tag up to and including the closing tag), or None when the answer has no such block.
+    """Token range [start, end) of the ``<Important Features>`` list in a generated answer: the tokens that lie
+    wholly between the opening and the closing tag (neither tag included; read case-insensitively as the parser
+    reads the list, up to ``<Final`` or the end when the list is not closed), or None without such a list.
 
-    Found by bisection on decoded prefixes, so the range indexes the sampled tokens themselves.
+    The tag positions are found in the decoded answer; the token bounds by bisection on decoded prefix lengths, so
+    the range indexes the sampled tokens themselves.
     """
+    match = FEATURES.search(tokenizer.decode(token_ids, skip_special_tokens=True))
+    if match is None:
+        return None
+    body_start, body_end = match.span("body")
 
-    def first_prefix_containing(text: str, low: int) -> int | None:
-        high = len(token_ids)
-        if text not in tokenizer.decode(token_ids[:high], skip_special_tokens=True):
-            return None
+    def prefix_length(count: int) -> int:
+        return len(tokenizer.decode(token_ids[:count], skip_special_tokens=True))
+
+    def first_reaching(chars: int) -> int:
+        """The smallest token count whose decoded prefix holds at least ``chars`` characters."""
+        low, high = 0, len(token_ids)
         while low < high:
             middle = (low + high) // 2
-            if text in tokenizer.decode(token_ids[:middle], skip_special_tokens=True):
+            if prefix_length(middle) >= chars:
                 high = middle
             else:
                 low = middle + 1
         return low
 
-    start = first_prefix_containing(KEY_OPEN, 0)
-    if start is None:
-        return None
-    end = first_prefix_containing(KEY_CLOSE, start)
-    return (start, end if end is not None else len(token_ids))
+    start = first_reaching(body_start)
+    end = first_reaching(body_end + 1) - 1 if prefix_length(len(token_ids)) > body_end else len(token_ids)
+    return (start, end) if end > start else None
 
 
 @dataclass
