@@ -33,6 +33,8 @@ class DatasetSchema:
     outliers: str | None = None
     meds_dir: str | None = None
     cohort_dir: str | None = None
+    #: the features a generated outcome depends on (synthetic.yaml)
+    planted: list[str] | None = None
 
 
 @dataclass
@@ -157,6 +159,15 @@ class ParsingSchema:
     fallback_probability: float
 
 
+@dataclass
+class ScoreSchema:
+    """How eagrl-evaluate reads ŷ from the policy (eagrl/policy/scoring.py)."""
+
+    method: str
+    samples: int
+    temperature: float
+
+
 def _stage_schemas() -> dict[str, tuple[type, tuple[str, ...]]]:
     """The stage blocks' own dataclasses (imported lazily: they pull in torch): path -> (schema, ignored keys)."""
     from eagrl.mcts.search import SearchConfig
@@ -186,6 +197,7 @@ SCHEMAS: dict[str, type] = {
     "evaluation": EvaluationSchema,
     "robustness": RobustnessSchema,
     "parsing": ParsingSchema,
+    "score": ScoreSchema,
 }
 
 
