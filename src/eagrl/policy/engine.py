@@ -13,7 +13,9 @@ What it does differently from ``model.generate`` (DESIGN "where the time goes"):
 - **a prefix cache** (:class:`PrefixCache`): a long prompt registered once (a patient's record) is never encoded
   again; a later prompt that extends it (an MCTS node: the record plus the steps so far) only encodes its suffix;
 - **seeded sampling per sequence**: each (prompt key, sample) pair has its own generator, so an answer does
-  not depend on batch size or on which other prompts share its batch.
+  not depend on batch size or on which other prompts share its batch;
+- **guided decoding per row** (:mod:`eagrl.policy.guided`): a prompt may come with a grammar; each of its rows
+  then has its own grammar state that masks the logits before sampling, beside free rows in the same batch.
 
 Shapes: a cache buffer is ``(batch, kv_heads, capacity, head_dim)``; rows are left-padded so every row's
 newest token sits at the same column.
@@ -35,6 +37,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from eagrl.errors import ConfigError
+from eagrl.policy.guided import Guide
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,8 @@ class Generation:
 class EngineStats:
     """Counters of the last :class:`GenerationEngine` call (seconds and tokens).
 
-    ``reused_prompt_tokens`` counts prompt tokens served from the prefix cache instead of being encoded.
+    ``reused_prompt_tokens`` counts prompt tokens served from the prefix cache instead of being encoded;
+    ``guide_seconds`` is the part of ``decode_seconds`` spent on guided-decoding masks and grammar states.
     """
 
     prompts: int = 0
@@ -93,6 +97,7 @@ class EngineStats:
     generated_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    guide_seconds: float = 0.0
     finish_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -110,6 +115,7 @@ class EngineStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.prefill_seconds += other.prefill_seconds
         self.decode_seconds += other.decode_seconds
+        self.guide_seconds += other.guide_seconds
         for reason, count in other.finish_reasons.items():
             self.finish_reasons[reason] = self.finish_reasons.get(reason, 0) + count
 
@@ -234,6 +240,7 @@ class GenerationEngine:
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.stats = EngineStats()
+        self.guide: Guide | None = None  # built on the first guided call (converts the tokenizer once)
 
     def encode_chat(self, conversations: Sequence[list[dict[str, str]]], continuation: Sequence[str] = ()) -> list:
         """Token ids of chat ``conversations`` ready for the assistant's turn, plus an optional text continuation
@@ -254,6 +261,7 @@ class GenerationEngine:
         num_samples: int = 1,
         keys: Sequence[str] | None = None,
         on_batch: Callable[[list[int], list[list[Generation]]], None] | None = None,
+        grammars: Sequence[str | None] | None = None,
     ) -> list[list[Generation]]:
         """Generate ``num_samples`` answers per prompt.
 
@@ -263,12 +271,19 @@ class GenerationEngine:
             num_samples: answers per prompt (sharing the prompt's prefill).
             keys: a stable name per prompt (e.g. patient id) that seeds its samples; defaults to the index.
             on_batch: called after each batch with the prompt indices and their answers (to save progress).
+            grammars: a Lark grammar per prompt that its answers must follow (:mod:`eagrl.policy.guided`; None =
+                free), e.g. :func:`~eagrl.policy.guided.feature_list_grammar`; an answer is complete (``stop``)
+                once its grammar is.
 
         Returns:
             ``answers[i][s]`` = sample ``s`` for prompt ``i``.
         """
         self._check_context(prompt_ids, sampling.max_new_tokens)
         keys = list(keys) if keys is not None else [str(index) for index in range(len(prompt_ids))]
+        grammars = list(grammars) if grammars is not None else [None] * len(prompt_ids)
+        if self.guide is None and any(grammars):
+            self.guide = Guide(self.tokenizer)
+        guided_before = self.guide.seconds if self.guide else 0.0
         self.stats = EngineStats(prompts=len(prompt_ids))
         answers: list[list[Generation]] = [[] for _ in prompt_ids]
         order = sorted(range(len(prompt_ids)), key=lambda index: -len(prompt_ids[index]))
@@ -277,7 +292,11 @@ class GenerationEngine:
         for start in range(0, len(order), per_batch):
             batch = order[start : start + per_batch]
             results = self._generate_batch(
-                [prompt_ids[i] for i in batch], [keys[i] for i in batch], sampling, num_samples
+                [prompt_ids[i] for i in batch],
+                [keys[i] for i in batch],
+                sampling,
+                num_samples,
+                [grammars[i] for i in batch],
             )
             for index, result in zip(batch, results, strict=True):
                 answers[index] = result
@@ -286,6 +305,7 @@ class GenerationEngine:
             if on_batch:
                 on_batch(batch, results)
         bar.close()
+        self.stats.guide_seconds = self.guide.seconds - guided_before if self.guide else 0.0
         return answers
 
     def _check_context(self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int) -> None:
@@ -368,7 +388,12 @@ class GenerationEngine:
         return cache, logits, [length for length in lengths for _ in range(num_samples)]
 
     def _generate_batch(
-        self, prompts: list[Sequence[int]], keys: list[str], sampling: SamplingConfig, num_samples: int
+        self,
+        prompts: list[Sequence[int]],
+        keys: list[str],
+        sampling: SamplingConfig,
+        num_samples: int,
+        grammars: list[str | None],
     ) -> list[list[Generation]]:
         started = time.perf_counter()
         cache, logits, lengths = self._prefill(prompts, num_samples, sampling.max_new_tokens)
@@ -382,6 +407,9 @@ class GenerationEngine:
             for key in keys
             for sample in range(num_samples)
         ]
+        matchers = [
+            self.guide.matcher(grammar) if grammar else None for grammar in grammars for _ in range(num_samples)
+        ]
         tokens: list[list[int]] = [[] for _ in range(rows)]
         finish: list[str | None] = [None] * rows
         eos: list[int | None] = [None] * rows
@@ -392,6 +420,8 @@ class GenerationEngine:
         positions = torch.tensor(lengths, dtype=torch.long)
         stop_window = self._stop_window(sampling.stop_strings)
         for step in range(sampling.max_new_tokens):
+            if self.guide is not None:
+                self.guide.mask_(logits, [matchers[row] for row in active])
             next_tokens = _sample_next(logits, sampling, [generators[row] for row in active])
             keep = []
             for slot, row in enumerate(active):
@@ -400,7 +430,8 @@ class GenerationEngine:
                     finish[row], eos[row] = "eos", token
                     continue
                 tokens[row].append(token)
-                if stop_window and self._hits_stop(tokens[row][-stop_window:], sampling.stop_strings):
+                complete = matchers[row] is not None and self.guide.advance(matchers[row], token)
+                if complete or (stop_window and self._hits_stop(tokens[row][-stop_window:], sampling.stop_strings)):
                     finish[row] = "stop"
                 elif step + 1 == sampling.max_new_tokens:
                     finish[row] = "length"
