@@ -34,7 +34,8 @@ def _spans(tiny_backbone, opening: str, close: str, grammar: str | None, budget:
 
 @pytest.mark.parametrize("batch_size", [16, 4])
 def test_feature_list_names_only_prompt_features(tiny_backbone, batch_size):
-    guided, free, engine = _spans(tiny_backbone, FEATURES[0], FEATURES[1], feature_list_grammar(NAMES, 3), 80, batch_size)
+    grammar = feature_list_grammar(NAMES, 3)
+    guided, free, engine = _spans(tiny_backbone, FEATURES[0], FEATURES[1], grammar, 80, batch_size)
     for answer in guided:
         names = _listed(answer.text)
         assert answer.finish_reason == "stop" and answer.text.endswith(FEATURES[1])
