@@ -4,6 +4,7 @@ model (the prefix cache, batch independence)."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -39,7 +40,7 @@ class ScriptedEngine:
     def add_prefixes(self, prompt_ids):
         self.calls.append(("prefixes", len(prompt_ids)))
 
-    def generate(self, prompt_ids, sampling, num_samples=1, keys=None, on_batch=None):
+    def generate(self, prompt_ids, sampling, num_samples=1, keys=None, on_batch=None, grammars=None):
         stop = sampling.stop_strings[0]
         self.calls.append((stop, len(prompt_ids), num_samples, list(keys)))
         text = f" {SPANS[stop]} {stop}"
@@ -55,9 +56,9 @@ def vocabulary():
     return FeatureVocabulary(FeatureTable.load("tjh_features.csv"))
 
 
-def _search(engine, vocabulary, rollouts=3, **settings):
+def _search(engine, vocabulary, rollouts=3, feature_names=(), **settings):
     searcher = MCTS(engine, vocabulary, SearchConfig(rollouts=rollouts, max_depth=2, **settings), RewardConfig())
-    patients = [searcher.patient(pid, 1, MESSAGES, EXPERT) for pid in ("p1", "p2")]
+    patients = [searcher.patient(pid, 1, MESSAGES, EXPERT, feature_names) for pid in ("p1", "p2")]
     searcher.run(patients)
     return searcher, patients
 
@@ -137,8 +138,8 @@ def test_a_searcher_needs_a_prefix_cache(vocabulary):
 
 def test_a_span_cut_by_its_budget_marks_the_path_not_closed(vocabulary):
     class CutAnswers(ScriptedEngine):
-        def generate(self, prompt_ids, sampling, num_samples=1, keys=None, on_batch=None):
-            answers = super().generate(prompt_ids, sampling, num_samples, keys, on_batch)
+        def generate(self, prompt_ids, sampling, num_samples=1, keys=None, on_batch=None, grammars=None):
+            answers = super().generate(prompt_ids, sampling, num_samples, keys, on_batch, grammars)
             if sampling.stop_strings[0] == "</Answer>":  # every answer to a sub-question runs out of tokens
                 for row in answers:
                     row[0].finish_reason = "length"
@@ -147,3 +148,25 @@ def test_a_span_cut_by_its_budget_marks_the_path_not_closed(vocabulary):
     for engine, closed in ((ScriptedEngine(), True), (CutAnswers(), False)):
         _, patients = _search(engine, vocabulary)
         assert {path["closed"] for path in complete_paths(patients[0])} == {closed}
+
+
+@pytest.mark.parametrize("guided", [True, False])
+def test_guided_closings_name_only_shown_features_and_parse(vocabulary, guided):
+    """The random tiny model's closing spans: guided, every one names shown features and gives 0.dd; free, none."""
+    model, tokenizer = tiny()
+    engine = GenerationEngine(model, tokenizer, batch_size=32, progress=False, prefix_cache=PrefixCache())
+    shown = ("LDH", "Albumin", "D-dimer")
+    settings = {"subquestion_tokens": 4, "answer_tokens": 4, "features_tokens": 40, "final_tokens": 24}
+    _, patients = _search(engine, vocabulary, 2, shown, guided=guided, guided_features=2, answer_children=2, **settings)
+    paths = [path for patient in patients for path in complete_paths(patient)]
+    assert len(paths) == 4  # 2 patients x 2 closings (the second rollout expands the first step)
+    listed = [re.search(r"<Important Features> (.*) </Important Features>", path["completion"])[1] for path in paths]
+    if guided:
+        assert all(1 <= len(names.split("; ")) <= 2 and set(names.split("; ")) <= set(shown) for names in listed)
+        assert {path["status"] for path in paths} == {"ok"}
+        assert all(re.search(r"<Final answer> 0\.\d\d </Final answer>$", path["completion"]) for path in paths)
+        known = {"Lactate dehydrogenase", "Albumin", "D-dimer"}  # canonical names of the shown ones
+        assert all(path["features"] and set(path["features"]) <= known for path in paths)
+    else:
+        assert not any(set(names.split("; ")) <= set(shown) for names in listed)
+        assert not any(path["status"] == "ok" for path in paths)

@@ -149,6 +149,7 @@ def run(cfg: DictConfig) -> dict:
                     salient_features(
                         rankings[records[i].patient_id], prompts[i].observed_features, cfg.salient.top_k
                     ),
+                    prompts[i].observed_features,
                 )
                 for i in chunks[number]
             ]

@@ -13,6 +13,10 @@ scaffold (the tags are written by the search, the model fills them in):
   gives the probability; each is simulated by the reward R (label and expert salient set: train split only)
   mapped onto [0, 1] by its attainable range (:func:`~eagrl.rewards.unit_reward`), the scale of usefulness.
 
+With ``guided`` (the CPU default), the two closing spans are constrained token by token
+(:mod:`eagrl.policy.guided`): the list to 1 to ``guided_features`` distinct names of the features the patient's
+prompt shows with a value, the probability to ``0.dd``; steps stay free.
+
 Sampling is seeded per (patient, node, phase, sample), so a patient's tree does not depend on the batch it
 was searched in: a resumed search reproduces an uninterrupted one.
 """
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from eagrl.errors import ConfigError
 from eagrl.mcts.tree import Node, Tree
 from eagrl.policy.engine import EngineStats, Generation, GenerationEngine, SamplingConfig
+from eagrl.policy.guided import feature_list_grammar, probability_grammar
 from eagrl.policy.parsing import FeatureVocabulary, parse_answer
 from eagrl.rewards import RewardConfig, score_answer, unit_reward
 
@@ -52,6 +57,8 @@ class SearchConfig:
     final_tokens: int = 8
     final_subquestion: str = "What is the probability of the outcome?"
     usefulness_question: str = "Is the last sub-question useful for predicting the outcome? Answer Yes or No."
+    guided: bool = False
+    guided_features: int = 5
     seed: int = 0
 
     def __post_init__(self):
@@ -59,6 +66,8 @@ class SearchConfig:
             raise ConfigError("mcts.rollouts, mcts.step_children and mcts.answer_children must be >= 1")
         if not 0 <= self.min_depth <= self.max_depth:
             raise ConfigError(f"mcts needs 0 <= min_depth <= max_depth, got {self.min_depth} and {self.max_depth}")
+        if self.guided_features < 1:
+            raise ConfigError(f"mcts.guided_features must be >= 1, got {self.guided_features}")
 
 
 @dataclass
@@ -73,6 +82,7 @@ class PatientSearch:
         prompt_ids: its token ids.
         expert_features: the expert's salient set C_exp, restricted to features shown in the prompt.
         tree: the search tree.
+        feature_names: the features a guided ``<Important Features>`` list may name (shown with a value).
     """
 
     patient_id: str
@@ -82,6 +92,7 @@ class PatientSearch:
     prompt_ids: list[int]
     expert_features: tuple[str, ...]
     tree: Tree
+    feature_names: tuple[str, ...] = ()
 
 
 def clean(text: str) -> str:
@@ -112,8 +123,10 @@ class MCTS:
             raise ValueError("MCTS needs an engine with a prefix cache")
         self.yes_no = [self._tokens(word)[0] for word in ("Yes", "No")]
 
-    def patient(self, patient_id: str, label: int, messages: list[dict[str, str]], expert_features) -> PatientSearch:
-        """A patient ready to search: its prompt encoded and an empty tree."""
+    def patient(
+        self, patient_id: str, label: int, messages: list[dict[str, str]], expert_features, feature_names=()
+    ) -> PatientSearch:
+        """A patient ready to search: its prompt encoded and an empty tree (``feature_names``: for ``guided``)."""
         prompt_text = self.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return PatientSearch(
             patient_id=patient_id,
@@ -123,6 +136,7 @@ class MCTS:
             prompt_ids=self._tokens(prompt_text),
             expert_features=tuple(expert_features),
             tree=Tree(self.search.exploration),
+            feature_names=tuple(feature_names),
         )
 
     def run(self, patients: Sequence[PatientSearch]) -> None:
@@ -155,6 +169,7 @@ class MCTS:
         budget: int,
         stop: str,
         samples: int,
+        grammars: list[str] | None = None,
     ) -> list[list[Generation]]:
         sampling = SamplingConfig(
             max_new_tokens=budget,
@@ -165,7 +180,7 @@ class MCTS:
             seed=self.search.seed,
         )
         prompts = [patient.prompt_ids + self._tokens(prefix) for patient, prefix in patients_and_prefixes]
-        answers = self.engine.generate(prompts, sampling, num_samples=samples, keys=keys)
+        answers = self.engine.generate(prompts, sampling, num_samples=samples, keys=keys, grammars=grammars)
         self.stats.accumulate(self.engine.stats)
         return answers
 
@@ -233,6 +248,9 @@ class MCTS:
             self.search.features_tokens,
             "</Important Features>",
             self.search.answer_children,
+            [feature_list_grammar(patient.feature_names, self.search.guided_features) for patient, _ in leaves]
+            if self.search.guided
+            else None,
         )
         closing = [
             (
@@ -251,6 +269,7 @@ class MCTS:
             self.search.final_tokens,
             "</Final answer>",
             1,
+            [probability_grammar()] * len(closing) if self.search.guided else None,
         )
         for (patient, leaf, listing, prefix, _), (final,) in zip(closing, finals, strict=True):
             child = patient.tree.add_child(leaf, f"{prefix} {clean(final.text)} </Final answer>", terminal=True)
