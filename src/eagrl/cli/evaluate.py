@@ -6,8 +6,9 @@
 
 Artifacts go to ``<paths.artifact_dir>/evaluate/<dataset>/<task>/<backbone>/<method>/<split>-<config hash>/``:
 ``answers.jsonl`` (raw generations, appended per batch: a killed run resumes without redoing answered
-patients), ``predictions.parquet`` (patient id, label, ŷ, parse status, declared features, raw text),
-``metrics.json`` (bootstrap AUROC / AUPRC, parse-failure rate, tokens/s) and ``roc.png`` / ``pr.png``.
+patients), ``predictions.parquet`` (patient id, label, ŷ by the configured ``score``, parse status, declared
+features, raw text), ``metrics.json`` (bootstrap AUROC / AUPRC of that ŷ, the ``score`` used, parse-failure rate,
+tokens/s) and ``roc.png`` / ``pr.png``.
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ def run(cfg: DictConfig) -> dict:
     from eagrl.policy.backbone import load_adapter, load_backbone
     from eagrl.policy.engine import GenerationEngine, SamplingConfig
     from eagrl.policy.parsing import FeatureVocabulary, ParseCounter, parse_answer
+    from eagrl.policy.scoring import check_score, score_answers
 
+    check_score(**cfg.score)
     threads = configure_threads(cfg.num_threads)
     target = artifact_dir(cfg)
     if (metrics := finished_metrics(target, cfg.overwrite)) is not None:
@@ -165,11 +168,21 @@ def run(cfg: DictConfig) -> dict:
         on_batch=save,
     )
     seconds = time.perf_counter() - started
+    stats = engine.stats
 
+    scores, scoring = score_answers(
+        engine,
+        prompt_ids,
+        [answers[record.patient_id]["text"] for record in records],
+        **cfg.score,
+        sampling=sampling,
+        keys=[record.patient_id for record in records],
+        fallback=cfg.parsing.fallback_probability,
+    )
     vocabulary = FeatureVocabulary(datamodule.features)
     counter = ParseCounter()
     rows = []
-    for record in records:
+    for index, record in enumerate(records):
         answer = answers[record.patient_id]
         parsed = parse_answer(answer["text"], vocabulary)
         counter.add(parsed)
@@ -177,7 +190,9 @@ def run(cfg: DictConfig) -> dict:
             {
                 "patient_id": record.patient_id,
                 "label": record.label,
-                "probability": parsed.probability if parsed.parsed else cfg.parsing.fallback_probability,
+                "probability": scores[index],
+                "score": scoring.method,
+                **{name: values[index] for name, values in scoring.columns.items()},
                 "parsed_probability": parsed.probability,
                 "parse_status": parsed.status,
                 "features": list(parsed.features),
@@ -193,7 +208,6 @@ def run(cfg: DictConfig) -> dict:
             f"the {len(labels)} evaluated {cfg.split} patients hold one outcome only, so AUROC is undefined; "
             f"answers are kept in {target / 'predictions.parquet'}; raise max_patients or evaluate another split"
         )
-    stats = engine.stats
     metrics = {
         "dataset": cfg.dataset.name,
         "task": cfg.task.name,
@@ -203,6 +217,8 @@ def run(cfg: DictConfig) -> dict:
         "split": cfg.split,
         "shuffle_fraction": cfg.prompt.shuffle_fraction,
         "shuffle_seed": cfg.prompt.shuffle_seed,
+        "score": scoring.method,
+        "scoring": scoring.counts,
         cfg.split: bootstrap_metrics(labels, probabilities, cfg.evaluation.resamples, cfg.evaluation.seed),
         "parsing": counter.summary(),
         "generation": {
@@ -236,8 +252,8 @@ def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:
     report(
         cfg,
         metrics,
-        f"{metrics['backbone']} {metrics['method']} on {metrics['dataset']}/{metrics['task']} {metrics['split']}: "
-        f"{format_scores(metrics[metrics['split']])}, "
+        f"{metrics['backbone']} {metrics['method']} on {metrics['dataset']}/{metrics['task']} {metrics['split']} "
+        f"(score {metrics.get('score', 'greedy')}): {format_scores(metrics[metrics['split']])}, "
         f"parse failures {100 * metrics['parsing']['parse_failure_rate']:.1f} % "
         f"({metrics['generation']['seconds_this_run']:.0f} s) -> {target}",
     )

@@ -8,8 +8,8 @@ into a markdown table (and optionally a block of BENCHMARKS.md and a CSV).
 
 Each job folder holds ``metrics.json`` when it finished; a job folder without it is reported as failed,
 with its overrides. Rows group jobs by dataset, task and model (an expert, or ``<backbone> / <prompt style or
-adapter>``); AUROC / AUPRC are ×100, mean ± std over seeds of each seed's bootstrap mean, with the mean
-bootstrap std beside it.
+adapter>``) and, for an LLM, the ``score`` its ŷ was read with; AUROC / AUPRC are ×100, mean ± std over seeds of
+each seed's bootstrap mean, with the mean bootstrap std beside it.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def _row(metrics: dict) -> dict:
     else:
         generation = metrics["generation"]
         row |= {
+            "score": metrics.get("score", "greedy"),
             "parse_failure": 100 * metrics["parsing"]["parse_failure_rate"],
             "pqd_format": 100 * metrics["parsing"].get("pqd_format_rate", float("nan")),
             "seconds": generation["seconds_this_run"],
@@ -84,8 +85,12 @@ def collect(multirun_dir: Path | list[Path]) -> tuple[pd.DataFrame, list[str]]:
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, task, model): metrics mean ± std over seeds, cost columns, seeds."""
-    grouped = frame.groupby(list(GROUP_KEYS), sort=True)
+    """One row per (dataset, task, model and, for LLMs, the score read from them): metrics mean ± std over seeds,
+    cost columns, seeds."""
+    keys = list(GROUP_KEYS)
+    if "score" in frame:  # an expert row has none
+        frame, keys = frame.assign(score=frame["score"].fillna("")), [*keys, "score"]
+    grouped = frame.groupby(keys, sort=True)
     columns = {
         "AUROC": grouped["auroc"].agg(_mean_std) + grouped["auroc_boot_std"].mean().map(" (boot ± {:.1f})".format),
         "AUPRC": grouped["auprc"].agg(_mean_std) + grouped["auprc_boot_std"].mean().map(" (boot ± {:.1f})".format),
