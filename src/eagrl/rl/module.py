@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader
 
 from eagrl.errors import ConfigError
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
+from eagrl.policy.guided import answer_grammar
 from eagrl.policy.lightning import AdapterModule
 from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
 from eagrl.rewards import RewardConfig, RewardTerms, attention_agreement, score_answer
@@ -73,6 +74,8 @@ class RLConfig:
     max_new_tokens: int = 320
     temperature: float = 1.0
     top_p: float = 1.0
+    guided: bool = False
+    guided_features: int = 5
     advantage: str = "grpo"
     aggregation: str = "dapo"
     eps_low: float = 0.2
@@ -346,6 +349,9 @@ class PolicyRLModule(AdapterModule):
             sampling,
             num_samples=self.rl.group_size,
             keys=[f"{step}/{prompt.patient_id}" for prompt in prompts],
+            grammars=[answer_grammar(prompt.feature_names, self.rl.guided_features) for prompt in prompts]
+            if self.rl.guided
+            else None,
         )
         groups = []
         for prompt, generations in zip(prompts, answers, strict=True):
