@@ -163,3 +163,42 @@ def test_key_token_span_and_line_spans():
         "- LDH (Unit: U/L): [300]",
         "- Albumin (Unit: g/L): [30]",
     ]
+
+
+def test_adaptive_band_holds_tokens_and_eagrl_trains_another_adapter_than_grpo(monkeypatch):
+    """Several PPO epochs at a high learning rate push ratios past 1.2; with key tokens whose entropies differ, the
+    band (1.2, 1 + ε_high(τ)] holds a share of them, and the EAG-RL adapter differs from the fixed-clip one."""
+    import eagrl.rl.module as module_code
+
+    # the random byte model writes no <Important Features> list: take every answer token as a key token
+    monkeypatch.setattr(module_code, "key_token_span", lambda tokenizer, ids: (0, len(ids)))
+    settings = {"steps": 3, "prompts_per_step": 2, "group_size": 4, "lr": 5e-2, "max_new_tokens": 8, "batch_size": 8,
+                "updates_per_step": 2, "ppo_epochs": 4}  # fmt: skip
+    eagrl, eagrl_model, _ = _train(RLConfig(**settings, adaptive_clip=True, eps_min=0.2, eps_max=0.4))
+    grpo, grpo_model, _ = _train(RLConfig(**settings, adaptive_clip=False, eps_high=0.2))
+    assert max(h["ratio_max"] for h in eagrl.history) > 1.2
+    assert sum(h["band_fraction"] for h in eagrl.history) > 0
+    assert all(h["band_fraction"] == 0 for h in grpo.history)  # a fixed clip has no band
+    trained = dict(grpo_model.named_parameters())
+    assert any(
+        not torch.allclose(parameter, trained[name]) for name, parameter in eagrl_model.named_parameters()
+        if parameter.requires_grad
+    )  # fmt: skip
+
+
+def test_validation_every_n_steps_keeps_the_best_adapter():
+    model, tokenizer, prompts = toy_policy()
+    rl = RLConfig(steps=2, prompts_per_step=2, group_size=2, lr=5e-2, max_new_tokens=6, batch_size=8,
+                  val_every_steps=1, val_score="token_expectation")  # fmt: skip
+    module = PolicyRLModule(model, tokenizer, prompts, rl, reward=letters, val_prompts=prompts)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, step_loader(rl.steps))
+    assert [row["step"] for row in module.validations] == [0.0, 1.0, 2.0]
+    assert all(0.0 <= row["auroc"] <= 1.0 for row in module.validations)
+    best = max(module.validations, key=lambda row: row["auroc"])  # ties: the earliest
+    selected = module.restore_best()
+    assert selected["step"] == best["step"]
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert torch.equal(parameter, module.best["weights"][name])

@@ -73,3 +73,16 @@ def test_aggregation_weights():
 def test_token_entropy():
     logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]])
     torch.testing.assert_close(token_entropy(logits), torch.tensor([math.log(4), 0.0]), atol=1e-5, rtol=0)
+
+
+def test_a_ratio_in_the_adaptive_band_keeps_its_gradient_under_eagrl_only():
+    """r = 1.3 with A > 0: GRPO's fixed up-clip 1.2 cuts the gradient, EAG-RL's ε_high(τ) = 0.4 keeps it."""
+    logp = torch.tensor([[math.log(1.3), math.log(1.1)]], requires_grad=True)
+    old, advantages = torch.zeros(1, 2), torch.tensor([1.0])
+    gradients = {}
+    for name, eps_high in (("grpo", 0.2), ("eagrl", torch.tensor([0.4]))):
+        loss, _ = clipped_surrogate(logp, old, advantages, eps_low=0.2, eps_high=eps_high)
+        (gradient,) = torch.autograd.grad(loss.sum(), logp)
+        gradients[name] = gradient
+    assert gradients["grpo"][0, 0] == 0 and gradients["eagrl"][0, 0] == pytest.approx(-1.3)
+    assert gradients["grpo"][0, 1] == gradients["eagrl"][0, 1] == pytest.approx(-1.1)  # below 1.2: the same

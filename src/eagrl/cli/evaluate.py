@@ -106,6 +106,7 @@ def run(cfg: DictConfig) -> dict:
     from eagrl.evaluation.plots import roc_pr_plots
     from eagrl.policy.backbone import load_adapter, load_backbone
     from eagrl.policy.engine import GenerationEngine, SamplingConfig
+    from eagrl.policy.guided import answer_grammar
     from eagrl.policy.parsing import FeatureVocabulary, ParseCounter, parse_answer
     from eagrl.policy.scoring import check_score, score_answers
 
@@ -166,6 +167,9 @@ def run(cfg: DictConfig) -> dict:
         sampling,
         keys=[records[index].patient_id for index in pending],
         on_batch=save,
+        grammars=[answer_grammar(prompts[index].observed_features, cfg.generation.guided_features) for index in pending]
+        if cfg.generation.guided
+        else None,
     )
     seconds = time.perf_counter() - started
     stats = engine.stats

@@ -5,13 +5,16 @@
     eagrl-rl ablation=no_stage1                            # from the base model with a fresh adapter
     eagrl-evaluate adapter=artifacts/rl/tjh/mortality/smollm2_135m/eagrl-none-<hash>
 
-The policy continues training the Stage-1 LoRA adapter (``init.from=sft``); the KL reference is the base model
-with the adapter disabled, so no second model sits in memory. Artifacts go to
+The policy continues training the Stage-1 LoRA adapter (``init.from=sft``) in ``rl.dtype`` (float32: importance
+ratios of a bf16 policy are noisy); the KL reference is the starting policy: a frozen second copy of the starting
+adapter on the same base weights (for ``init.from=base``, the base model with the adapter disabled). Every
+``rl.val_every_steps`` steps the validation patients are answered and scored (``rl.val_score``); the adapter with the
+best validation AUROC is the one saved and reported (the last one goes to ``last/``). Artifacts go to
 ``<paths.artifact_dir>/rl/<dataset>/<task>/<backbone>/<rl.name>-<ablation>-<hash>/``: the adapter (loadable by
 ``eagrl-evaluate adapter=<folder>``), ``eagrl_adapter.json``, ``history.csv`` (every step's rewards, ε_high,
-clip fractions, entropy, KL, lengths, parse failures, timings), ``metrics.json`` and ``checkpoints/last.ckpt``
-(a killed run resumes with the next step). The hash covers the config, the initial adapter's weights and the
-expert's importance file.
+clip and adaptive-band fractions, entropy, KL, lengths, parse failures, timings), ``validation.csv``,
+``curves.png``, ``metrics.json`` and ``checkpoints/last.ckpt`` (a killed run resumes with the next step). The hash
+covers the config, the initial adapter's weights and the expert's importance file.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eagrl.cli.evaluate import ADAPTER_INFO, write_adapter_info
 from eagrl.errors import ConfigError
+from eagrl.evaluation.plots import training_curves
 from eagrl.experts.salient import check_patients, expert_importance, importance_distribution, salient_features
 from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal
 from eagrl.utils.config import typed
@@ -59,11 +63,12 @@ def init_adapter(cfg: DictConfig) -> Path | None:
     )
 
 
-def build_prompts(cfg: DictConfig, datamodule, tokenizer, importance) -> list:
-    """The training patients as :class:`~eagrl.rl.rollout.RLPrompt` (prompt tokens, feature spans, C_exp)."""
+def build_prompts(cfg: DictConfig, datamodule, tokenizer, importance, split: str = "train", count=None) -> list:
+    """The patients of ``split`` as :class:`~eagrl.rl.rollout.RLPrompt` (prompt tokens, feature spans, C_exp);
+    ``count`` patients (a label-stratified sample; None = all)."""
     from eagrl.rl.rollout import RLPrompt, line_token_spans
 
-    records, prompts = datamodule.patients("train", cfg.task, cfg.prompt, cfg.max_patients)
+    records, prompts = datamodule.patients(split, cfg.task, cfg.prompt, count)
     names = datamodule.features.static_names + datamodule.features.dynamic_names
     built = []
     for record, prompt in zip(records, prompts, strict=True):
@@ -128,13 +133,17 @@ def run(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup()
     check_patients(importance, datamodule.arrays["train"].patient_ids, importance_path)
-    backbone = load_backbone(cfg.backbone)
+    backbone = load_backbone({**OmegaConf.to_container(cfg.backbone, resolve=True), "dtype": rl.dtype})
     if reward.needs_internal and cfg.backbone.attn_implementation != "eagrl_sdpa":
         raise ConfigError(
             f"reward.attention={reward.attention} reads attention through backbone.attn_implementation=eagrl_sdpa "
             f"(got {cfg.backbone.attn_implementation})"
         )
-    prompts = build_prompts(cfg, datamodule, backbone.tokenizer, importance)
+    prompts = build_prompts(cfg, datamodule, backbone.tokenizer, importance, count=cfg.max_patients)
+    val_prompts = []
+    if rl.val_every_steps > 0:
+        check_patients(importance, datamodule.arrays["val"].patient_ids, importance_path)
+        val_prompts = build_prompts(cfg, datamodule, backbone.tokenizer, importance, "val", rl.val_patients)
     reference = None
     if start is not None:
         model = load_adapter(backbone.model, start, trainable=True)
@@ -155,6 +164,7 @@ def run(cfg: DictConfig) -> dict:
         vocabulary=FeatureVocabulary(datamodule.features),
         probe_layers=layers,
         reference_adapter=reference,
+        val_prompts=val_prompts,
     )
     checkpoints = target / "checkpoints"
     if cfg.overwrite:
@@ -184,10 +194,21 @@ def run(cfg: DictConfig) -> dict:
             trainer.fit(module, step_loader(rl.steps), ckpt_path=resume)
         seconds = time.perf_counter() - started
         history = pd.DataFrame(module.history)
+        validations = pd.DataFrame(module.validations, columns=["step", "auroc", "auprc", "parse_failure", "seconds"])
         metrics = summarise(cfg, history, seconds, threads, target, resume is not None)
         if trainer.is_global_zero:  # one writer under data-parallel training
+            model.save_pretrained(target / "last", selected_adapters=["default"])
+            selected = module.restore_best()
+            metrics["selected"] = (
+                {"by": "validation auroc", "score": rl.val_score, **selected}
+                if selected
+                else {"by": "last step (not validated)"}
+            )
             model.save_pretrained(target, selected_adapters=["default"])
             history.to_csv(target / "history.csv", index=False)
+            validations.to_csv(target / "validation.csv", index=False)
+            if len(history):
+                training_curves(history, validations, target / "curves.png", title=method_name(cfg))
             write_adapter_info(target, cfg, method_name(cfg), inputs=inputs, init_adapter=str(start) if start else None)
             seal(target, metrics)
         status = "success"

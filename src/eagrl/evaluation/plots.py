@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 
@@ -36,3 +37,35 @@ def roc_pr_plots(labels: np.ndarray, probabilities: np.ndarray, directory: Path,
         plt.close(figure)
         paths.append(directory / name)
     return paths
+
+
+#: panels of :func:`training_curves`: (history column, title); the validation panel comes last
+CURVES = (
+    ("reward", "reward R"),
+    ("reward_cls", "R_cls"),
+    ("reward_att", "R_att"),
+    ("band_fraction", "adaptive-band token fraction"),
+)
+
+
+def training_curves(history: pd.DataFrame, validations: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """One PNG of an RL run against its step: the mean reward and its parts, the adaptive-band fraction (the
+    ``history.csv`` columns of :data:`CURVES` that the run logged) and the validation AUROC / AUPRC
+    (``validation.csv``, when the run was validated)."""
+    panels = [(column, name) for column, name in CURVES if column in history]
+    figure, axes = plt.subplots(1, len(panels) + 1, figsize=(3.2 * (len(panels) + 1), 3))
+    for axis, (column, name) in zip(axes, panels, strict=False):
+        axis.plot(history["step"], history[column], marker=".")
+        axis.set(xlabel="RL step", title=name)
+    if len(validations):
+        for metric in ("auroc", "auprc"):
+            axes[-1].plot(validations["step"], validations[metric], marker="o", label=metric.upper())
+        axes[-1].legend(fontsize=8)
+    axes[-1].set(xlabel="RL steps done", title="validation", ylim=(0, 1.02))
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+

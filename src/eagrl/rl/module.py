@@ -8,12 +8,18 @@ One training step (manual optimisation):
    the :class:`~eagrl.policy.engine.GenerationEngine` (π_old = the current policy);
 2. score every answer without gradients: log π_old per token, the entropy over the key clinical tokens
    (``<Important Features>``), the attention over each feature's prompt tokens when R_att is internal, and
-   log π_ref with the adapter disabled when ``kl_coef`` > 0; reward each answer;
+   log π_ref of the starting policy when ``kl_coef`` > 0 (a frozen copy of the starting adapter, or the base model
+   with the adapter disabled for a fresh adapter); reward each answer;
 3. DAPO's dynamic sampling drops groups whose accuracy (ŷ on the label's side of 0.5) is all equal and draws
    more patients, up to ``max_resample_rounds``;
 4. group-relative advantages; ε_high per answer (adaptive from the key-token entropy, or fixed);
-5. ``updates_per_step`` optimiser steps over minibatches of groups (the later ones are off-policy, where the
-   clip acts), backpropagating one group at a time with the aggregation's per-token weights.
+5. ``ppo_epochs`` passes over ``updates_per_step`` minibatches of groups, one optimiser step each (the later ones
+   are off-policy, where the clip acts), backpropagating one group at a time with the aggregation's per-token
+   weights. Logged per step: the clip fractions, the *adaptive band* fraction (tokens with A > 0 whose ratio lies
+   past GRPO's fixed 1 + ε and within 1 + ε_high(τ): where EAG-RL's gradient differs from GRPO's) and the largest
+   ratio;
+6. every ``val_every_steps`` steps (and after the last) the validation patients are answered and scored; the
+   adapter with the best validation AUROC is the one the run reports.
 
 Data-parallel (``trainer=ddp``, :class:`RolloutParallel`): each process samples its share of the step's
 patients, gradients are summed across processes (loss weights normalised over every process's answers) before every
@@ -44,10 +50,13 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from eagrl.errors import ConfigError
+from eagrl.evaluation.metrics import point_metrics
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
 from eagrl.policy.guided import answer_grammar
 from eagrl.policy.lightning import AdapterModule
 from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
+from eagrl.policy.scoring import METHODS as SCORE_METHODS
+from eagrl.policy.scoring import score_answers
 from eagrl.rewards import RewardConfig, RewardTerms, attention_agreement, score_answer
 from eagrl.rl.objectives import ADVANTAGES, AGGREGATIONS, adaptive_clip_high, clipped_surrogate, k3_kl
 from eagrl.rl.rollout import RLPrompt, Scored, feature_mass, key_token_span, score_responses
@@ -89,6 +98,11 @@ class RLConfig:
     batch_size: int = 16
     checkpoint_every_steps: int = 5
     on_nonfinite: str = "skip"
+    ppo_epochs: int = 1
+    dtype: str = "float32"
+    val_every_steps: int = 0
+    val_patients: int | None = None
+    val_score: str = "token_expectation"
     seed: int = 0
 
     def __post_init__(self):
@@ -100,8 +114,12 @@ class RLConfig:
             raise ConfigError(
                 f"rl.group_size must be >= 2 (advantages are relative within a group), got {self.group_size}"
             )
-        if self.prompts_per_step < 1 or self.updates_per_step < 1 or self.steps < 0:
-            raise ConfigError("rl.prompts_per_step and rl.updates_per_step must be >= 1, rl.steps >= 0")
+        if self.prompts_per_step < 1 or self.updates_per_step < 1 or self.ppo_epochs < 1 or self.steps < 0:
+            raise ConfigError(
+                "rl.prompts_per_step, rl.updates_per_step and rl.ppo_epochs must be >= 1, rl.steps >= 0"
+            )
+        if self.val_score not in SCORE_METHODS:
+            raise ConfigError(f"rl.val_score={self.val_score!r}: use one of {', '.join(SCORE_METHODS)}")
 
 
 @dataclass
@@ -209,7 +227,7 @@ class PolicyRLModule(AdapterModule):
     """GRPO-family RL of a LoRA policy on :class:`RLPrompt` patients.
 
     Args:
-        model: the policy (a peft model; only the adapter trains; ``disable_adapter`` gives the reference).
+        model: the policy (a peft model; only the adapter trains).
         tokenizer: its tokenizer.
         prompts: the training patients.
         rl: the algorithm's settings.
@@ -218,6 +236,9 @@ class PolicyRLModule(AdapterModule):
         probe_layers: layers whose attention gives the internal attention agreement (empty = not needed).
         reference_adapter: a frozen adapter of ``model`` holding the starting policy, the KL reference; None = the
             base model with adapters disabled (the start of a fresh adapter).
+        val_prompts: validation patients, answered greedily and scored (``rl.val_score``) every
+            ``rl.val_every_steps`` steps and after the last one; the adapter with the best validation AUROC is kept
+            (:attr:`best`), the checkpoint a run reports (chosen on validation, never on test).
     """
 
     def __init__(
@@ -230,6 +251,7 @@ class PolicyRLModule(AdapterModule):
         vocabulary: FeatureVocabulary | None = None,
         probe_layers: Sequence[int] = (),
         reference_adapter: str | None = None,
+        val_prompts: Sequence[RLPrompt] = (),
     ):
         super().__init__(rl.lr, rl.weight_decay)
         self.automatic_optimization = False
@@ -238,10 +260,15 @@ class PolicyRLModule(AdapterModule):
         self.reference_adapter = reference_adapter
         self.engine = GenerationEngine(model, tokenizer, batch_size=rl.batch_size, progress=False)
         # one update per step: the scoring pass doubles as the update's forward pass (see sample_groups)
-        self.fused = rl.updates_per_step == 1
+        self.fused = rl.updates_per_step == 1 and rl.ppo_epochs == 1
         self.guard = NonFiniteGuard(rl.on_nonfinite, "rl.on_nonfinite")
         self.completed_steps = 0
         self.history: list[dict[str, float]] = []
+        self.val_prompts = list(val_prompts)
+        #: one row per validation: the policy after ``step`` RL steps, its val AUROC / AUPRC and parse failures
+        self.validations: list[dict[str, float]] = []
+        #: the adapter weights (name -> tensor) of the validation with the best AUROC, and that row
+        self.best: dict[str, Any] | None = None
 
     # ---- Lightning plumbing -------------------------------------------------------------------------------------
     @property
@@ -255,10 +282,14 @@ class PolicyRLModule(AdapterModule):
         super().on_save_checkpoint(checkpoint)
         checkpoint["rl_completed_steps"] = self.completed_steps
         checkpoint["rl_history"] = self.history
+        checkpoint["rl_validations"] = self.validations
+        checkpoint["rl_best"] = self.best
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.completed_steps = checkpoint.get("rl_completed_steps", 0)
         self.history = list(checkpoint.get("rl_history", []))
+        self.validations = list(checkpoint.get("rl_validations", []))
+        self.best = checkpoint.get("rl_best")
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         """The next RL step (``self.completed_steps``, restored from a checkpoint on resume); the batch only paces
@@ -268,6 +299,8 @@ class PolicyRLModule(AdapterModule):
             self.trainer.should_stop = True
             return
         self.model.eval()  # no dropout: π_old and π_θ differ by the updates only
+        if self.validation_due(step):
+            self.validate(step)
         started = time.perf_counter()
         groups, stats = self.collect(step)
         stats["seconds/rollout"] = time.perf_counter() - started
@@ -280,6 +313,57 @@ class PolicyRLModule(AdapterModule):
         stats["step"] = float(step)
         self.history.append(stats)
         self.log_dict({f"train/{key}": value for key, value in stats.items()}, on_step=True, batch_size=1)
+        if self.completed_steps == self.rl.steps and self.validation_due(self.completed_steps):
+            self.validate(self.completed_steps)
+
+    # ---- validation -------------------------------------------------------------------------------------------
+    def validation_due(self, completed: int) -> bool:
+        """Whether the policy after ``completed`` steps is validated: every ``val_every_steps`` steps from 0, and
+        after the last step (on rank 0's patients only: validation is not split across processes)."""
+        if not self.val_prompts or self.rl.val_every_steps <= 0 or self.processes[0] != 0:
+            return False
+        return completed % self.rl.val_every_steps == 0 or completed == self.rl.steps
+
+    @torch.no_grad()
+    def validate(self, completed: int) -> dict[str, float]:
+        """Greedy answers of the validation patients, scored by ``rl.val_score``; logs ``val/auroc``, ``val/auprc``
+        and keeps a copy of the adapter when its AUROC is the best so far (ties keep the earlier policy)."""
+        started = time.perf_counter()
+        sampling = SamplingConfig(
+            max_new_tokens=self.rl.max_new_tokens, temperature=0.0, stop_strings=("</Final answer>",)
+        )
+        prompt_ids = [prompt.prompt_ids for prompt in self.val_prompts]
+        texts = [answer[0].text for answer in self.engine.generate(prompt_ids, sampling)]
+        probabilities, _ = score_answers(self.engine, prompt_ids, texts, method=self.rl.val_score)
+        labels = np.array([prompt.label for prompt in self.val_prompts])
+        scores = point_metrics(labels, probabilities)
+        parsed = [parse_answer(text, self.vocabulary) for text in texts]
+        row = {
+            "step": float(completed),
+            "auroc": scores["auroc"],
+            "auprc": scores["auprc"],
+            "parse_failure": float(np.mean([not answer.parsed for answer in parsed])),
+            "seconds": time.perf_counter() - started,
+        }
+        self.validations.append(row)
+        log.info("validation after %d RL steps: AUROC %.3f, AUPRC %.3f", completed, row["auroc"], row["auprc"])
+        if self._trainer is not None:
+            self.log_dict({f"val/{key}": value for key, value in row.items() if key != "step"}, batch_size=1)
+        if math.isfinite(row["auroc"]) and (self.best is None or row["auroc"] > self.best["row"]["auroc"]):
+            weights = {name: p.detach().clone() for name, p in self.model.named_parameters() if p.requires_grad}
+            self.best = {"row": row, "weights": weights}
+        return row
+
+    def restore_best(self) -> dict[str, float] | None:
+        """Load the adapter weights of the best validation into the model; returns that validation's row (None when
+        the run was never validated, and the model keeps its last weights)."""
+        if self.best is None:
+            return None
+        parameters = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, weights in self.best["weights"].items():
+                parameters[name].copy_(weights)
+        return self.best["row"]
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[None]:
@@ -463,13 +547,17 @@ class PolicyRLModule(AdapterModule):
         """``updates_per_step`` optimiser steps over minibatches of groups; returns loss and clip statistics."""
         optimizer = self.optimizers()
         distributed = self.processes[1] > 1
-        totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "clip_high_fraction": 0.0, "clip_low_fraction": 0.0}
+        ratio_stats = ("clip_fraction", "clip_high_fraction", "clip_low_fraction", "band_fraction", "kl")
+        totals = {"loss": 0.0, **dict.fromkeys(ratio_stats, 0.0)}
         tokens = 0.0
+        ratio_max = 0.0
         skipped_updates = 0
-        for members, weights in self._minibatches(groups):
+        updates = self.rl.updates_per_step * self.rl.ppo_epochs
+        minibatches = self._minibatches(groups)
+        for members, weights in [batch for _ in range(self.rl.ppo_epochs) for batch in minibatches]:
             row = 0
             loss_sum = 0.0
-            counts = dict.fromkeys(("clip_fraction", "clip_high_fraction", "clip_low_fraction", "kl", "tokens"), 0.0)
+            counts = dict.fromkeys((*ratio_stats, "tokens"), 0.0)
             finite = True
             for group in members:
                 rows, length = len(group.responses), group.old.mask.shape[1]
@@ -493,6 +581,11 @@ class PolicyRLModule(AdapterModule):
                 counts["clip_fraction"] += float((clipped & real).sum())
                 counts["clip_high_fraction"] += float(((ratio > 1 + group.eps_high[:, None]) & positive & real).sum())
                 counts["clip_low_fraction"] += float(((ratio < 1 - self.rl.eps_low) & negative & real).sum())
+                # the adaptive band: past GRPO's fixed up-clip 1 + rl.eps_high, within this answer's 1 + ε_high(τ),
+                # with A > 0 — the only tokens whose gradient EAG-RL keeps and GRPO clips away
+                band = (ratio > 1 + self.rl.eps_high) & (ratio <= 1 + group.eps_high[:, None])
+                counts["band_fraction"] += float((band & positive & real).sum())
+                ratio_max = max(ratio_max, float(ratio[real].max())) if real.any() else ratio_max
                 counts["kl"] += float((kl.detach() * real).sum())
                 counts["tokens"] += float(real.sum())
             if distributed:
@@ -504,10 +597,11 @@ class PolicyRLModule(AdapterModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.rl.max_grad_norm, gradient_clip_algorithm="norm")
             optimizer.step()
             optimizer.zero_grad()
-            totals["loss"] += loss_sum / self.rl.updates_per_step
-            for key in ("clip_fraction", "clip_high_fraction", "clip_low_fraction", "kl"):
+            totals["loss"] += loss_sum / updates
+            for key in ratio_stats:
                 totals[key] += counts[key]
             tokens += counts["tokens"]
         stats = {key: value / max(tokens, 1.0) if key != "loss" else value for key, value in totals.items()}
         stats["skipped_updates"] = float(skipped_updates)
+        stats["ratio_max"] = ratio_max
         return stats

@@ -22,7 +22,6 @@ from eagrl.policy.parsing import FEATURES
 from eagrl.rl.objectives import token_entropy
 
 
-
 @dataclass(frozen=True)
 class RLPrompt:
     """One training patient as RL sees it.

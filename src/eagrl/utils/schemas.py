@@ -125,6 +125,8 @@ class GenerationSchema:
     top_p: float = 1.0
     top_k: int = 0
     stop_strings: list[str] = field(default_factory=list)
+    guided: bool = False
+    guided_features: int = 5
 
 
 @dataclass
