@@ -15,13 +15,15 @@ whatever it learned), so AUROC cannot see what it learned. Three scores:
 
   p₁ the next-token distribution renormalised over the digit tokens 0–9, p₂ the same one token later after the
   most likely first digit. p₂ is an approximation: the exact second term averages over every first digit (ten
-  continuations instead of one). It takes one left-padded forward pass per batch of patients and one more token on
-  its key/value cache. The tokenizer must spell each digit as its own token after ``0.`` (SmolLM2, Qwen2.5 and
-  the test byte tokenizer do; Llama-3 groups digits and is refused by :func:`digit_token_ids`).
+  continuations instead of one). It takes one forward pass per batch of patients (:func:`digit_distributions`)
+  and one more token on its key/value cache. The tokenizer must spell each digit as its own token after ``0.``
+  (SmolLM2, Qwen2.5 and the test byte tokenizer do; Llama-3 groups digits and is refused by
+  :func:`digit_token_ids`).
 
-    probabilities, details = score_answers(engine, prompt_ids, answers, method="token_expectation", sampling=sampling)
+    probabilities, details = score_answers(engine, prompt_ids, answers, **cfg.score, sampling=sampling)
 
-The model must be in eval mode (no dropout; under gradient checkpointing a training-mode model keeps no cache).
+eagrl-evaluate scores its greedy answers so; RL can score validation patients the same way. The model must be in
+eval mode (no dropout; under gradient checkpointing a training-mode model keeps no cache).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ METHODS = ("greedy", "sample_mean", "token_expectation")
 FINAL_TAG = "<Final answer>"
 #: the start of the number, teacher-forced after the tag (the format's ``<Final answer> 0.xx``)
 FORCED = " 0."
+#: the closing tag of the feature list, after which a missing ``<Final answer>`` tag is added
 FEATURES_CLOSE = re.compile(r"<\s*/\s*important\s*features?\s*>", re.I)
 
 
@@ -227,8 +230,9 @@ def digit_distributions(
     """Digit distributions after each sequence, for one batch.
 
     The batch is right-padded and run without an attention mask: causal attention never lets a real token see the
-    padding after it, and SDPA keeps its fast causal kernel (a left-padded batch needs a mask, which on CPUs is
-    3× slower than encoding each sequence alone). Only the next digit (one token) runs with a padding mask.
+    padding after it, and SDPA keeps its fast causal kernel (a left-padded batch needs a mask, which was 3× slower
+    than encoding each sequence alone on this CPU, tiny model, 2.5–4k tokens). Only the second digit (one token)
+    runs with a padding mask.
 
     Args:
         sequences: token ids, each ending where the first digit comes (``... <Final answer> 0.``).
