@@ -1,0 +1,196 @@
+"""The canary comparison (issue 16) from the pipeline runs of experiments/canary.sh: base, trajectory SFT, GRPO and
+EAG-RL on the synthetic cohort's test split, over the training seeds.
+
+    python experiments/canary_compare.py logs/canary/runs/<stamp> [--benchmarks BENCHMARKS.md]
+
+Reads ``<run>/eagrl-seed<S>/`` (eagrl-pipeline experiment=canary seed=S: baseline:pqd, evaluate:sft, evaluate:rl) and
+``<run>/grpo-seed<S>/`` (the same with rl=grpo ablation=no_ratt). Per method: test AUROC / AUPRC (mean ± std over
+seeds), the mean Jaccard of each patient's declared features with the planted set (dataset.planted), parse
+failures; paired bootstrap 95 % CIs of the differences EAG-RL − GRPO, EAG-RL − SFT and EAG-RL − base (the same
+resampled patients for both methods and every seed; the statistic is the mean over seeds of the per-seed
+difference); from the RL histories: R_att first vs last steps, the adaptive-band fraction, the validation curve;
+and the largest absolute difference between the EAG-RL and GRPO adapters of a seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+from safetensors.numpy import load_file
+
+from eagrl.evaluation.metrics import point_metrics
+from eagrl.rewards import jaccard
+
+#: method name -> (pipeline run prefix, stage folder)
+METHODS = {
+    "base (PQD)": ("eagrl", "baseline:pqd"),
+    "trajectory SFT": ("eagrl", "evaluate:sft"),
+    "GRPO (R_att 0, fixed clip)": ("grpo", "evaluate:rl"),
+    "EAG-RL": ("eagrl", "evaluate:rl"),
+}
+RESAMPLES = 1000
+
+
+def seeds_of(run: Path) -> list[int]:
+    """The seeds with an EAG-RL pipeline run folder."""
+    return sorted(int(path.name.removeprefix("eagrl-seed")) for path in run.glob("eagrl-seed*"))
+
+
+def predictions(run: Path, method: str, seed: int, first_seed: int) -> pd.DataFrame | None:
+    """One method's test predictions of one seed (the base model is run once, with the first seed), indexed by
+    patient id; None when that run is missing."""
+    prefix, stage = METHODS[method]
+    folder = run / f"{prefix}-seed{first_seed if method.startswith('base') else seed}" / stage
+    if not (folder / "metrics.json").is_file():
+        return None
+    metrics = json.loads((folder / "metrics.json").read_text())
+    frame = pd.read_parquet(Path(metrics["artifact_dir"]) / "predictions.parquet")
+    return frame.set_index("patient_id").sort_index()
+
+
+def planted_jaccard(frame: pd.DataFrame, planted: list[str]) -> np.ndarray:
+    """(patients,) Jaccard of each patient's declared features with the planted set."""
+    return np.array([jaccard(list(features), planted) for features in frame["features"]])
+
+
+def paired_difference(first: list[pd.DataFrame], second: list[pd.DataFrame], statistic, seed: int = 0) -> dict:
+    """Mean over seeds of statistic(first) − statistic(second), with a paired bootstrap 95 % CI: each resample
+    draws the same patients for both methods and every seed. ``statistic(frame, rows) -> float``."""
+    patients = len(first[0])
+    rng = np.random.default_rng(seed)
+    pairs = list(zip(first, second, strict=True))
+    point = float(np.mean([statistic(a, slice(None)) - statistic(b, slice(None)) for a, b in pairs]))
+    draws = []
+    for _ in range(RESAMPLES):
+        rows = rng.integers(0, patients, patients)
+        if first[0]["label"].to_numpy()[rows].min() == first[0]["label"].to_numpy()[rows].max():
+            continue  # a one-class resample has no AUROC
+        draws.append(np.mean([statistic(a, rows) - statistic(b, rows) for a, b in pairs]))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"difference": point, "ci_low": float(low), "ci_high": float(high), "resamples": len(draws)}
+
+
+def auroc_of(frame: pd.DataFrame, rows) -> float:
+    return point_metrics(frame["label"].to_numpy()[rows], frame["probability"].to_numpy()[rows])["auroc"]
+
+
+def rl_summary(run: Path, prefix: str, seed: int) -> dict:
+    """R_att over training, the adaptive band and the validation curve of one RL run."""
+    metrics = json.loads((run / f"{prefix}-seed{seed}" / "rl" / "metrics.json").read_text())
+    folder = Path(metrics["artifact_dir"])
+    history = pd.read_csv(folder / "history.csv")
+    window = max(1, min(5, len(history) // 2))
+    validation = pd.read_csv(folder / "validation.csv") if (folder / "validation.csv").is_file() else pd.DataFrame()
+    return {
+        "folder": folder,
+        "r_att_first": float(history["reward_att"].head(window).mean()),
+        "r_att_last": float(history["reward_att"].tail(window).mean()),
+        "band_fraction": float(history["band_fraction"].mean()),
+        "clip_fraction": float(history["clip_fraction"].mean()),
+        "val_auroc": " → ".join(f"{value:.2f}" for value in validation.get("auroc", [])),
+        "selected_step": metrics.get("selected", {}).get("step"),
+    }
+
+
+def adapter_difference(first: Path, second: Path) -> float:
+    """Largest absolute difference between two saved adapters' weights."""
+    a, b = (load_file(folder / "adapter_model.safetensors") for folder in (first, second))
+    return float(max(np.abs(a[name] - b[name]).max() for name in a))
+
+
+def table(run: Path) -> str:
+    """The markdown block of the comparison."""
+    seeds = seeds_of(run)
+    planted = list(OmegaConf.load(run / f"eagrl-seed{seeds[0]}" / ".hydra" / "config.yaml").dataset.planted)
+    frames = {method: [predictions(run, method, seed, seeds[0]) for seed in seeds] for method in METHODS}
+    lines = [
+        f"Seeds {seeds}; test split of the synthetic cohort ({len(frames['EAG-RL'][0])} patients); planted features "
+        f"{planted}; score: {score_name(run, seeds[0])}.",
+        "",
+        "| method | AUROC | AUPRC | Jaccard(declared, planted) | parse failures |",
+        "|---|---|---|---|---|",
+    ]
+    for method, per_seed in frames.items():
+        present = [frame for frame in per_seed if frame is not None]
+        if not present:
+            lines.append(f"| {method} | missing | | | |")
+            continue
+        scores = [point_metrics(f["label"].to_numpy(), f["probability"].to_numpy()) for f in present]
+        overlap = [planted_jaccard(f, planted).mean() for f in present]
+        failures = [float((f["status"] != "ok").mean()) if "status" in f else np.nan for f in present]
+        lines.append(
+            f"| {method} | {fmt([s['auroc'] for s in scores])} | {fmt([s['auprc'] for s in scores])} | "
+            f"{fmt(overlap, 1)} | {fmt(failures, 1)} |"
+        )
+    lines += ["", "Paired bootstrap (1,000 resamples of the test patients, the same for both methods and every seed):",
+              "", "| difference | AUROC (points) | Jaccard with the planted set |", "|---|---|---|"]  # fmt: skip
+    for other in ("GRPO (R_att 0, fixed clip)", "trajectory SFT", "base (PQD)"):
+        if any(frame is None for frame in frames[other] + frames["EAG-RL"]):
+            continue
+        area = paired_difference(frames["EAG-RL"], frames[other], auroc_of)
+        overlap = paired_difference(
+            frames["EAG-RL"], frames[other], lambda f, rows: planted_jaccard(f, planted)[rows].mean()
+        )
+        lines.append(
+            f"| EAG-RL − {other} | {100 * area['difference']:+.1f} [{100 * area['ci_low']:+.1f}, "
+            f"{100 * area['ci_high']:+.1f}] | {overlap['difference']:+.3f} [{overlap['ci_low']:+.3f}, "
+            f"{overlap['ci_high']:+.3f}] |"
+        )
+    lines += [
+        "",
+        "| RL run | seed | R_att first → last steps | band fraction | clip fraction | val AUROC over training "
+        "| selected step | max abs adapter difference EAG-RL vs GRPO |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for seed in seeds:
+        runs = {prefix: rl_summary(run, prefix, seed) for prefix in ("eagrl", "grpo")}
+        difference = adapter_difference(runs["eagrl"]["folder"], runs["grpo"]["folder"])
+        for prefix, summary in runs.items():
+            lines.append(
+                f"| {prefix} | {seed} | {summary['r_att_first']:.3f} → {summary['r_att_last']:.3f} | "
+                f"{summary['band_fraction']:.4f} | {summary['clip_fraction']:.4f} | {summary['val_auroc']} | "
+                f"{summary['selected_step']} | {difference:.2e} |"
+            )
+    return "\n".join(lines)
+
+
+def fmt(values, scale: float = 100) -> str:
+    """mean ± std over seeds (×100 for AUROC / AUPRC)."""
+    values = np.asarray(values, dtype=float) * scale
+    return f"{values.mean():.1f} ± {values.std():.1f}" if scale == 100 else f"{values.mean():.3f} ± {values.std():.3f}"
+
+
+def score_name(run: Path, seed: int) -> str:
+    """The score the evaluations used (metrics.json ``score``)."""
+    metrics = json.loads((run / f"eagrl-seed{seed}" / "evaluate:rl" / "metrics.json").read_text())
+    return str(metrics.get("score", "greedy"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="the experiments/canary.sh run folder")
+    parser.add_argument("--benchmarks", type=Path, help="replace the canary_comparison block of this file")
+    args = parser.parse_args()
+    block = table(args.run)
+    print(block)
+    if args.benchmarks:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        text = args.benchmarks.read_text()
+        start, end = "<!-- canary_comparison:start -->", "<!-- canary_comparison:end -->"
+        header = f"Command: `bash experiments/canary.sh` (run {args.run}), commit {commit}, 2-core CPU, no GPU."
+        body = f"{start}\n{header}\n\n{block}\n{end}"
+        if start in text:
+            text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
+        else:
+            text = text.rstrip() + "\n\n## Canary: base, SFT, GRPO and EAG-RL over seeds\n\n" + body + "\n"
+        args.benchmarks.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
