@@ -52,7 +52,7 @@ def _row(metrics: dict) -> dict:
             "score": metrics.get("score", "greedy"),
             "parse_failure": 100 * metrics["parsing"]["parse_failure_rate"],
             "pqd_format": 100 * metrics["parsing"].get("pqd_format_rate", float("nan")),
-            "seconds": generation["seconds_this_run"],
+            "seconds": generation["seconds_this_run"] + metrics.get("scoring", {}).get("seconds", 0.0),
             "tokens_per_second": generation["generated_tokens_per_second"],
         }
     return row
