@@ -117,7 +117,8 @@ def load_synthetic(
     values = last[patient] + (baseline[patient] - last[patient]) * back
     values[rng.random(values.shape) < missing_rate] = np.nan
     gaps = np.where(visit == 0, 0, rng.integers(1, max_gap_days + 1, len(patient)))
-    ids = np.array([f"{index:04d}" for index in range(n_patients)])
+    digits = max(4, len(str(n_patients - 1)))  # ids sort as strings in patient order
+    ids = np.array([f"{index:0{digits}d}" for index in range(n_patients)])
 
     times = pd.Series(gaps, dtype=float).groupby(patient).cumsum().to_numpy()
     visits = pd.DataFrame({"patient_id": ids[patient], "time": times, "time_label": [f"{t:g}" for t in times]})
