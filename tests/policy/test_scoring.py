@@ -89,8 +89,8 @@ class SampledTexts:
     def __init__(self, texts):
         self.texts, self.calls, self.stats = texts, [], EngineStats(generated_tokens=12)
 
-    def generate(self, prompt_ids, sampling, num_samples=1, keys=None):
-        self.calls.append((sampling, num_samples, keys))
+    def generate(self, prompt_ids, sampling, num_samples=1, keys=None, grammars=None):
+        self.calls.append((sampling, num_samples, keys, grammars))
         return [[Generation(text, [], 0, "stop") for text in group] for group in self.texts]
 
 
@@ -101,12 +101,12 @@ def test_sample_mean_averages_parsed_samples_and_falls_back_when_none_parse():
     base = SamplingConfig(max_new_tokens=64, stop_strings=("</Final answer>",), seed=3)
     probabilities, details = score_answers(
         engine, [[1], [2]], ["", ""], method="sample_mean", samples=3, temperature=0.7, sampling=base,
-        keys=["a", "b"], fallback=0.5,
+        keys=["a", "b"], fallback=0.5, grammars=["g", None],
     )  # fmt: skip
     np.testing.assert_allclose(probabilities, [0.3, 0.5])
-    ((sampling, num_samples, keys),) = engine.calls
+    ((sampling, num_samples, keys, grammars),) = engine.calls
     assert sampling == SamplingConfig(max_new_tokens=64, temperature=0.7, stop_strings=("</Final answer>",), seed=3)
-    assert num_samples == 3 and keys == ["a", "b"]
+    assert num_samples == 3 and keys == ["a", "b"] and grammars == ["g", None]
     assert details.counts.pop("seconds") >= 0
     assert details.counts == {
         "fallbacks": 1,

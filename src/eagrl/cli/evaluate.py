@@ -161,15 +161,18 @@ def run(cfg: DictConfig) -> dict:
         append_answers(target / ANSWERS, rows)
         answers.update({row["patient_id"]: row for row in rows})
 
+    grammars = (
+        [answer_grammar(prompt.observed_features, cfg.generation.guided_features) for prompt in prompts]
+        if cfg.generation.guided
+        else None
+    )
     started = time.perf_counter()
     engine.generate(
         [prompt_ids[index] for index in pending],
         sampling,
         keys=[records[index].patient_id for index in pending],
         on_batch=save,
-        grammars=[answer_grammar(prompts[index].observed_features, cfg.generation.guided_features) for index in pending]
-        if cfg.generation.guided
-        else None,
+        grammars=[grammars[index] for index in pending] if grammars else None,
     )
     seconds = time.perf_counter() - started
     stats = engine.stats
@@ -182,6 +185,7 @@ def run(cfg: DictConfig) -> dict:
         sampling=sampling,
         keys=[record.patient_id for record in records],
         fallback=cfg.parsing.fallback_probability,
+        grammars=grammars,
     )
     vocabulary = FeatureVocabulary(datamodule.features)
     counter = ParseCounter()

@@ -89,6 +89,7 @@ def score_answers(
     sampling: SamplingConfig | None = None,
     keys: Sequence[str] | None = None,
     fallback: float = 0.5,
+    grammars: Sequence[str | None] | None = None,
 ) -> tuple[np.ndarray, ScoreDetails]:
     """ŷ per patient by ``method``.
 
@@ -101,6 +102,8 @@ def score_answers(
         sampling: decoding settings ``sample_mean`` starts from (token budget, stop strings, seed).
         keys: a stable name per patient that seeds its samples (e.g. the patient id).
         fallback: ŷ of a patient whose score cannot be read (METHOD §1: 0.5).
+        grammars: a grammar per patient that ``sample_mean``'s answers follow, as the answers did
+            (:mod:`eagrl.policy.guided`; None = free).
 
     Returns:
         ``(probabilities (patients,) float64 in [0, 1], details)``.
@@ -115,7 +118,7 @@ def score_answers(
         details = ScoreDetails(method, {}, {"fallbacks": sum(value is None for value in read)})
     elif method == "sample_mean":
         sampled = replace(sampling or SamplingConfig(), temperature=temperature)
-        probabilities, details = _sample_mean(engine, prompt_ids, sampled, samples, keys, fallback)
+        probabilities, details = _sample_mean(engine, prompt_ids, sampled, samples, keys, fallback, grammars)
     else:
         probabilities, details = _token_expectation(engine, prompt_ids, answers)
     details.counts["seconds"] = time.perf_counter() - started
@@ -129,9 +132,10 @@ def _sample_mean(
     samples: int,
     keys: Sequence[str] | None,
     fallback: float,
+    grammars: Sequence[str | None] | None,
 ) -> tuple[list[float], ScoreDetails]:
     """Mean parsed probability of ``samples`` sampled answers per patient (failed parses left out)."""
-    generations = engine.generate(prompt_ids, sampling, num_samples=samples, keys=keys)
+    generations = engine.generate(prompt_ids, sampling, num_samples=samples, keys=keys, grammars=grammars)
     read = [[parse_answer(generation.text).probability for generation in group] for group in generations]
     parsed = [[value for value in group if value is not None] for group in read]
     probabilities = [float(np.mean(values)) if values else fallback for values in parsed]
