@@ -70,9 +70,11 @@ def test_missing_column_names_file_and_column(exported, tmp_path):
 
 
 def test_missing_column_is_a_one_line_cli_error(exported, tmp_path):
-    folder = write(tmp_path, exported, static=exported["static"].drop(columns="age"))
+    """A missing key column stops the run; a missing feature column is a feature never measured
+    (tests/data/test_external_cohort.py)."""
+    folder = write(tmp_path, exported, static=exported["static"].drop(columns="patient_id"))
     result = run_cli("data", ["dataset=csv", f"dataset.cohort_dir={folder}", "logger=none"], tmp_path)
-    assert_one_line_error(result, "static.csv: missing column 'age'")
+    assert_one_line_error(result, "static.csv: missing column 'patient_id'")
 
 
 def test_label_must_be_binary(exported, tmp_path):
@@ -103,7 +105,7 @@ def test_unknown_feature_in_long_layout(tjh, tmp_path):
 def test_corrupt_csv(exported, tmp_path):
     folder = write(tmp_path, exported)
     (folder / "static.csv").write_bytes(b'patient_id,age\n"1,2\n\x00\x00"oops')
-    with pytest.raises(DataError, match=r"static\.csv: cannot read as CSV|static\.csv: missing column"):
+    with pytest.raises(DataError, match=r"static\.csv: (cannot read as CSV|none of its 1 patient_id values is in)"):
         prepare(tmp_path, folder)
 
 

@@ -3,6 +3,7 @@
     eagrl-evaluate backbone=smollm2_135m prompt=pqd dataset=tjh
     eagrl-evaluate -m prompt=vanilla,think_answer,pqd
     eagrl-evaluate adapter=<folder saved by eagrl-sft or eagrl-rl>
+    eagrl-evaluate adapter=<folder> dataset=physionet2012_b   # an external cohort (dataset.split=none: all is test)
 
 Artifacts go to ``<paths.artifact_dir>/evaluate/<dataset>/<task>/<backbone>/<method>/<split>-<config hash>/``:
 ``answers.jsonl`` (raw generations, appended per batch: a killed run resumes without redoing answered
@@ -131,6 +132,7 @@ def run(cfg: DictConfig) -> dict:
     trained_prompt = adapter_info(cfg).get("prompt")
     if trained_prompt and trained_prompt != OmegaConf.to_container(cfg.prompt, resolve=True):
         log.warning("the adapter was trained with another prompt config than this run's: %s", trained_prompt)
+    external = _external_cohort(cfg, datamodule, len(records))
     engine = GenerationEngine(model, backbone.tokenizer, batch_size=cfg.generation.batch_size)
     prompt_ids = engine.encode_chat([prompt.messages() for prompt in prompts])
 
@@ -225,6 +227,7 @@ def run(cfg: DictConfig) -> dict:
         "split": cfg.split,
         "shuffle_fraction": cfg.prompt.shuffle_fraction,
         "shuffle_seed": cfg.prompt.shuffle_seed,
+        **external,
         "score": scoring.method,
         "scoring": scoring.counts,
         cfg.split: bootstrap_metrics(labels, probabilities, cfg.evaluation.resamples, cfg.evaluation.seed),
@@ -251,6 +254,23 @@ def run(cfg: DictConfig) -> dict:
     seal(target, metrics)
     _finish(metrics, target, cfg)
     return metrics
+
+
+def _external_cohort(cfg: DictConfig, datamodule, patients: int) -> dict:
+    """What metrics.json records about the cohort an adapter is scored on: the dataset the adapter was trained on
+    (``trained_on``; another one makes this an external validation, logged) and the features the cohort's files
+    do not hold (``absent_features``: never measured, shown as missing in every prompt)."""
+    trained_on = adapter_info(cfg).get("dataset")
+    absent = datamodule.cohort.manifest.get("absent_features", [])
+    if trained_on and trained_on != cfg.dataset.name:
+        log.info(
+            "external cohort: an adapter trained on %s answers %d %s patients of %s (%d features never measured%s)",
+            trained_on, patients, cfg.split, cfg.dataset.name, len(absent), f": {', '.join(absent)}" if absent else "",
+        )  # fmt: skip
+    trained_task = adapter_info(cfg).get("task")
+    if trained_task and trained_task != cfg.task.name:
+        log.warning("the adapter was trained for task %s, this run asks about %s", trained_task, cfg.task.name)
+    return {"trained_on": trained_on, "absent_features": absent}
 
 
 def _finish(metrics: dict, target: Path, cfg: DictConfig) -> None:

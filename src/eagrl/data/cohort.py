@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 #: Bump when processing code changes its output, so old caches are not reused.
 PROCESSING_VERSION = 1
 SPLITS = ("train", "val", "test")
+#: ``dataset.split`` value of an external cohort: no train / val, every patient is in ``test``
+NO_SPLIT = "none"
 MANIFEST = "manifest.json"
 #: ``dataset.outliers``: what happens to values outside a feature's ``valid_low`` / ``valid_high``
 OUTLIER_MODES = ("drop", "clip")
@@ -53,12 +55,17 @@ class RawCohort:
         dropped: reason -> number of patients the loader dropped for it (logged and put in the manifest).
         outliers: canonical name -> values outside the feature's valid range that the loader already handled
             (a loader that aggregates raw events bounds them before averaging; see :func:`bound_values`).
+        absent: canonical names of features the input files do not hold at all: never measured (all NaN), as in a
+            cohort that measured only some labs (see :func:`add_absent_columns`).
+        ignored_rows: reason -> raw rows the loader left out and kept going (logged and put in the manifest).
     """
 
     visits: pd.DataFrame
     patients: pd.DataFrame
     dropped: dict[str, int] = field(default_factory=dict)
     outliers: dict[str, int] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)
+    ignored_rows: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,6 +114,27 @@ def require_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> None
             raise DataError(f"{path}: missing column {column!r}")
 
 
+def add_absent_columns(frame: pd.DataFrame, specs: tuple[FeatureSpec, ...], path: Path) -> list[str]:
+    """Add an all-NaN column for every feature of ``specs`` whose raw ``column`` is not in ``frame`` (read from
+    ``path``), in place: a cohort that did not measure a feature holds no value of it, as in real-world deployment.
+
+    Returns:
+        The canonical names of the absent features (logged with the file name).
+    """
+    absent = [spec for spec in specs if spec.column not in frame.columns]
+    for spec in absent:
+        frame[spec.column] = np.nan
+    if absent:
+        log.warning(
+            "%s: %d of %d feature columns absent, treated as never measured: %s",
+            path.name,
+            len(absent),
+            len(specs),
+            ", ".join(spec.name for spec in absent),
+        )
+    return [spec.name for spec in absent]
+
+
 def read_csv(path: Path, **kwargs) -> pd.DataFrame:
     """``pd.read_csv`` whose failures (missing, corrupt, unparseable file) end in :class:`DataError`."""
     try:
@@ -133,21 +161,28 @@ def numeric_columns(frame: pd.DataFrame, columns: list[str], path: Path, negativ
     return pd.DataFrame(result, index=frame.index)
 
 
-def assign_splits(patients: pd.DataFrame, split_cfg: Mapping) -> pd.Series:
+def assign_splits(patients: pd.DataFrame, split_cfg: Mapping | str | None) -> pd.Series:
     """Split patients into train / val / test (the paper's protocol, seeded).
 
     Args:
         patients: one row per patient with the stratification label column.
-        split_cfg: ``seed``; ``test_size`` (int count or float fraction of all patients); ``val_size``
-            (int count or float fraction of the non-test patients); ``stratify_test`` / ``stratify_val``;
-            ``label`` (column used for stratification); optional ``group`` (a column, e.g. ``subject_id``
-            when rows are hospital admissions: a group's rows share one split, sizes count groups, a group is
-            positive when any of its rows is); optional ``train_val_size`` (sample this many non-test units
-            for train + val, the rest get no split: MIMIC-IV's 10,000).
+        split_cfg: ``"none"`` (:data:`NO_SPLIT`, an external cohort: every patient is ``test``), or ``seed``;
+            ``test_size`` (int count or float fraction of all patients); ``val_size`` (int count or float fraction
+            of the non-test patients); ``stratify_test`` / ``stratify_val``; ``label`` (column used for
+            stratification); optional ``group`` (a column, e.g. ``subject_id`` when rows are hospital admissions:
+            a group's rows share one split, sizes count groups, a group is positive when any of its rows is);
+            optional ``train_val_size`` (sample this many non-test units for train + val, the rest get no split:
+            MIMIC-IV's 10,000).
 
     Returns:
         Series of split names aligned with ``patients`` (NaN for rows left out by ``train_val_size``).
     """
+    if is_unsplit(split_cfg):
+        return pd.Series("test", index=patients.index, dtype=object)
+    if not isinstance(split_cfg, Mapping):
+        raise ConfigError(
+            f"dataset.split must be {NO_SPLIT!r} or a split protocol (seed, test_size, ...), got {split_cfg!r}"
+        )
     label, group = split_cfg["label"], split_cfg.get("group") or "patient_id"
     if group not in patients.columns:
         raise ConfigError(f"dataset.split.group: column {group!r} is not in the cohort's patient table")
@@ -183,6 +218,11 @@ def assign_splits(patients: pd.DataFrame, split_cfg: Mapping) -> pd.Series:
         ) from None
     names = {key: "train" for key in train} | {key: "val" for key in val} | {key: "test" for key in test}
     return patients[group].map(names)
+
+
+def is_unsplit(split_cfg) -> bool:
+    """Whether ``dataset.split`` is :data:`NO_SPLIT` (an external cohort, all of it ``test``)."""
+    return isinstance(split_cfg, str) and split_cfg.strip().lower() == NO_SPLIT
 
 
 def bound_values(values: pd.Series, spec: FeatureSpec, mode: str) -> tuple[pd.Series, int]:
@@ -230,6 +270,15 @@ def cohort_table(patients: pd.DataFrame, visits: pd.DataFrame, labels: list[str]
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def never_measured(patients: pd.DataFrame, visits: pd.DataFrame, features: FeatureTable) -> dict[str, int]:
+    """Feature -> number of ``patients`` with no value of it at all (static: the patient row; dynamic: any visit),
+    for features missing for at least one patient."""
+    counts = {spec.name: int(patients[spec.name].isna().sum()) for spec in features.static}
+    seen = visits.groupby("patient_id")[features.dynamic_names].count().reindex(patients["patient_id"]).fillna(0)
+    counts |= {name: int((seen[name] == 0).sum()) for name in features.dynamic_names}
+    return {name: count for name, count in counts.items() if count}
+
+
 def _version_key(dataset_cfg: DictConfig, checksums: dict[str, str], features_text: str) -> str:
     dataset = OmegaConf.to_container(dataset_cfg, resolve=True)
     for key in NOT_PROCESSING_KEYS:
@@ -275,9 +324,11 @@ def prepare_cohort(dataset_cfg: DictConfig, raw_source: str, data_dir: str | Pat
     """
     data_dir = Path(data_dir).expanduser().resolve()
     name = dataset_cfg.name
+    # an entry set to null is not read (e.g. dataset.raw_files.outcomes_b=null: one PhysioNet set, one outcome file)
     raw_files = [
         RawFile(key=key, path=entry.path, sha256=entry.sha256, url=entry.get("url"))
         for key, entry in (dataset_cfg.raw_files or {}).items()
+        if entry is not None
     ]
     paths = {
         raw.key: obtain(
@@ -308,6 +359,8 @@ def prepare_cohort(dataset_cfg: DictConfig, raw_source: str, data_dir: str | Pat
     outliers = dict(Counter(raw.outliers) + Counter(dynamic_outliers) + Counter(static_outliers))
     for feature, count in outliers.items():
         log.info("%s: %d values of %s outside its valid range (%s)", name, count, feature, outlier_mode)
+    for reason, count in raw.ignored_rows.items():
+        log.warning("%s: ignored %d raw rows (%s)", name, count, reason)
     cohort = filter_cohort(raw, features, dataset_cfg.min_visits, dataset_cfg.drop_empty_visits)
     patients = cohort.patients.copy()
     patients["split"] = assign_splits(patients, dataset_cfg.split)
@@ -334,6 +387,9 @@ def prepare_cohort(dataset_cfg: DictConfig, raw_source: str, data_dir: str | Pat
         "time_unit": dataset_cfg.time_unit,
         "dropped": cohort.dropped,
         "outliers": {"mode": outlier_mode, "counts": outliers},
+        "absent_features": raw.absent,
+        "ignored_rows": raw.ignored_rows,
+        "never_measured": never_measured(patients, visits, features),
         "cohort": table.to_dict(orient="index"),
         "splits": {split: patients.loc[patients["split"] == split, "patient_id"].tolist() for split in SPLITS},
         "config": OmegaConf.to_container(dataset_cfg, resolve=True),

@@ -3,8 +3,10 @@
 - ``events.csv``: the time series, either ``wide`` (``patient_id``, ``time``, optional ``time_label``, one column
   per dynamic feature) or ``long`` (``patient_id``, ``time``, optional ``time_label``, ``feature``, ``value``);
   ``time`` is a number in the dataset's ``time_unit``; rows of a patient at the same time are averaged;
-  ``time_label`` (what prompts show) defaults to the time itself;
-- ``static.csv``: ``patient_id`` and one column per static feature (e.g. age, sex coded as in ``value_labels``);
+  ``time_label`` (what prompts show) defaults to the time itself; a feature column the file lacks (or a feature the
+  long layout never names) is a feature never measured, logged;
+- ``static.csv``: ``patient_id`` and one column per static feature (e.g. age, sex coded as in ``value_labels``; a
+  missing column: never measured);
 - ``labels.csv``: ``patient_id`` and one 0/1 column per label in ``dataset.labels``: it defines the cohort;
 - ``features.csv``: the metadata, same columns as ``eagrl/data/resources/*_features.csv`` (``column`` is the name
   in the CSVs, ``name`` the canonical one; optional ``valid_low`` / ``valid_high`` bounds).
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eagrl.data.cohort import Cohort, RawCohort, numeric_columns, read_csv, require_columns
+from eagrl.data.cohort import Cohort, RawCohort, add_absent_columns, numeric_columns, read_csv, require_columns
 from eagrl.data.features import FeatureTable, features_path
 from eagrl.errors import ConfigError, DataError
 
@@ -55,10 +57,11 @@ def _wide_events(path: Path, features: FeatureTable, negative_missing: bool) -> 
     """One row per events row, one float column per dynamic feature (canonical names)."""
     frame = read_csv(path, dtype={PATIENT: str, TIME_LABEL: str})
     columns = [spec.column for spec in features.dynamic]
-    require_columns(frame, [PATIENT, TIME, *columns], path)
+    require_columns(frame, [PATIENT, TIME], path)
     extra = sorted(set(frame.columns) - {PATIENT, TIME, TIME_LABEL, *columns})
     if extra:
         log.warning("%s: ignoring columns not in the feature metadata: %s", path.name, ", ".join(extra))
+    add_absent_columns(frame, features.dynamic, path)
     values = numeric_columns(frame, columns, path, negative_missing)
     values.columns = features.dynamic_names
     return _events_frame(frame, values, path)
@@ -128,13 +131,23 @@ def load_csv_cohort(
     static_path = files["static"]
     static = read_csv(static_path, dtype={PATIENT: str})
     columns = [spec.column for spec in features.static]
-    require_columns(static, [PATIENT, *columns], static_path)
+    require_columns(static, [PATIENT], static_path)
+    absent = add_absent_columns(static, features.static, static_path)
     _require_unique_ids(static, static_path)
     static_values = numeric_columns(static, columns, static_path, negative_missing)
     static_values.columns = features.static_names
     static_values.index = static[PATIENT]
     for name in features.static_names:
         patients.insert(patients.columns.get_loc(labels[0]), name, patients[PATIENT].map(static_values[name]))
+    matched = patients[PATIENT].isin(static_values.index)
+    if features.static and not matched.any():
+        raise DataError(
+            f"{static_path}: none of its {len(static)} patient_id values is in {label_path.name} "
+            "(a damaged file, or ids written differently)"
+        )
+    if not matched.all():
+        log.warning("%s: %d patients of %s have no row; their static features are never measured",
+                    static_path.name, int((~matched).sum()), label_path.name)  # fmt: skip
 
     unlabelled = int((~visits[PATIENT].drop_duplicates().isin(patients[PATIENT])).sum())
     if unlabelled:
@@ -142,7 +155,12 @@ def load_csv_cohort(
             "%s: %d patients have events but no row in %s; left out", events_path.name, unlabelled, label_path.name
         )
     patients = patients.sort_values(PATIENT, kind="stable").reset_index(drop=True)
-    return RawCohort(visits=visits, patients=patients, dropped={"events but no label": unlabelled})
+    never = [name for name in features.dynamic_names if visits[name].isna().all()]
+    if layout == "long" and never:  # the wide layout logged its absent columns
+        log.warning("%s: %d dynamic features never appear, treated as never measured: %s",
+                    events_path.name, len(never), ", ".join(never))  # fmt: skip
+    absent += never
+    return RawCohort(visits=visits, patients=patients, dropped={"events but no label": unlabelled}, absent=absent)
 
 
 def export_csv_cohort(cohort: Cohort, directory: Path, layout: str = "wide") -> dict[str, Path]:

@@ -2,7 +2,9 @@
 
 Experts get padded tensors, z-normalised with train statistics after LOCF (train medians where nothing was
 observed yet); LLM stages get :class:`~eagrl.data.prompt.PatientRecord` objects with LOCF-only raw values.
-Both come from the same cached split, so no patient ever changes split between stages.
+Both come from the same cached split, so no patient ever changes split between stages. To apply a trained expert
+to another cohort, pass the statistics it was trained with (``normalisation``, saved in its artifact) instead of
+fitting them on this cohort's train split (an external cohort, ``dataset.split=none``, has none).
 
     dm = EHRDataModule(dataset=cfg.dataset, task="mortality", raw_source="../shared/data", data_dir="data")
     dm.prepare_data(); dm.setup()
@@ -21,13 +23,16 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from eagrl.data.cohort import SPLITS, Cohort, prepare_cohort
+from eagrl.data.cohort import SPLITS, Cohort, is_unsplit, prepare_cohort
 from eagrl.data.features import FeatureTable
 from eagrl.data.prompt import ChatPrompt, PatientRecord, build_prompt
 from eagrl.data.transforms import FeatureStats, impute_and_normalise, locf, pad_visits
 from eagrl.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: seed of ``max_patients`` samples of a cohort without a split protocol (``dataset.split=none``)
+UNSPLIT_SAMPLE_SEED = 42
 
 
 def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -45,6 +50,45 @@ def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
         for outcome, quota in zip(outcomes, quotas, strict=True)
     ]
     return np.sort(np.concatenate(drawn))
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """The statistics expert inputs are normalised with, by feature (fit on a training cohort's train split).
+
+    Attributes:
+        static_names, dynamic_names: canonical feature names, in the order of the statistics' entries.
+        static, dynamic: the statistics, (S,) and (F,) each.
+    """
+
+    static_names: list[str]
+    dynamic_names: list[str]
+    static: FeatureStats
+    dynamic: FeatureStats
+
+    def to_json(self) -> dict:
+        """``{"static": {"names", "mean", "std", "median"}, "dynamic": {...}}`` (floats exact for float32)."""
+        return {
+            kind: {"names": list(names), **{key: getattr(stats, key).tolist() for key in ("mean", "std", "median")}}
+            for kind, names, stats in (
+                ("static", self.static_names, self.static),
+                ("dynamic", self.dynamic_names, self.dynamic),
+            )
+        }
+
+    @classmethod
+    def from_json(cls, content: dict) -> Normalisation:
+        """Inverse of :meth:`to_json`."""
+
+        def stats(block: dict) -> FeatureStats:
+            return FeatureStats(*(np.asarray(block[key], dtype=np.float32) for key in ("mean", "std", "median")))
+
+        return cls(
+            static_names=list(content["static"]["names"]),
+            dynamic_names=list(content["dynamic"]["names"]),
+            static=stats(content["static"]),
+            dynamic=stats(content["dynamic"]),
+        )
 
 
 @dataclass
@@ -111,6 +155,8 @@ class EHRDataModule(L.LightningDataModule):
         batch_size: patients per optimiser step over all processes: each of N data-parallel processes loads
             ``batch_size // N``, so ``trainer.devices`` changes the speed, not the optimisation.
         num_workers: DataLoader worker processes.
+        normalisation: statistics to normalise expert inputs with (a trained expert's, to score another cohort);
+            ``None`` fits them on this cohort's train split. Their feature names must be the cohort's.
     """
 
     def __init__(
@@ -121,6 +167,7 @@ class EHRDataModule(L.LightningDataModule):
         data_dir: str,
         batch_size: int = 64,
         num_workers: int = 0,
+        normalisation: Normalisation | None = None,
     ):
         super().__init__()
         if task not in dataset.labels:
@@ -135,6 +182,7 @@ class EHRDataModule(L.LightningDataModule):
         self.arrays: dict[str, SplitArrays] = {}
         self.dynamic_stats: FeatureStats | None = None
         self.static_stats: FeatureStats | None = None
+        self.given_normalisation = normalisation
 
     def prepare_data(self) -> None:
         """Obtain, verify and process the raw data once (a no-op when the cache is up to date)."""
@@ -149,9 +197,17 @@ class EHRDataModule(L.LightningDataModule):
         self.cohort = Cohort.load(self.cohort_dir)
         features = self.features
         raw = {split: self._raw_split(split) for split in SPLITS}
-        train_values, _, _, train_static = raw["train"][1:]
-        self.dynamic_stats = FeatureStats.fit(train_values)
-        self.static_stats = FeatureStats.fit(train_static)
+        if self.given_normalisation is not None:
+            self._check_names(self.given_normalisation)
+            self.dynamic_stats, self.static_stats = self.given_normalisation.dynamic, self.given_normalisation.static
+        else:
+            train_ids, train_values, _, _, train_static = raw["train"]
+            if not train_ids:
+                log.info("%s has no train split, so no normalisation statistics of its own (LLM stages read raw "
+                         "values; an expert scores it with its artifact's: eagrl-expert artifact=...)",
+                         self.cohort.name)  # fmt: skip
+            self.dynamic_stats = FeatureStats.fit(train_values)
+            self.static_stats = FeatureStats.fit(train_static)
         time_labels = self.cohort.visits.groupby("patient_id", sort=False)["time_label"].agg(tuple)
         patients = self.cohort.patients.set_index("patient_id")
         for split, (ids, values, times, lengths, static) in raw.items():
@@ -175,6 +231,35 @@ class EHRDataModule(L.LightningDataModule):
             len(features.dynamic),
             {split: len(arrays.patient_ids) for split, arrays in self.arrays.items()},
         )
+
+    @property
+    def normalisation(self) -> Normalisation:
+        """The statistics expert inputs were normalised with (after :meth:`setup`), by feature name."""
+        if self.dynamic_stats is None:
+            raise RuntimeError("call setup() first")
+        return Normalisation(
+            self.features.static_names, self.features.dynamic_names, self.static_stats, self.dynamic_stats
+        )
+
+    def _check_names(self, normalisation: Normalisation) -> None:
+        """A one-line error when ``normalisation`` belongs to other features than this cohort's."""
+        for kind, expected, actual in (
+            ("static", normalisation.static_names, self.features.static_names),
+            ("dynamic", normalisation.dynamic_names, self.features.dynamic_names),
+        ):
+            if expected != actual:
+                missing = [name for name in expected if name not in actual]
+                extra = [name for name in actual if name not in expected]
+                detail = (
+                    f"the model's feature {missing[0]!r} is not in it" if missing
+                    else f"its feature {extra[0]!r} is not the model's" if extra
+                    else "the same names in another order"
+                )  # fmt: skip
+                raise ConfigError(
+                    f"dataset {self.dataset_cfg.name!r} has other {kind} features than the model ({detail}); use a "
+                    f"dataset.features_file with the model's {len(expected)} {kind} features (a feature a cohort "
+                    "did not measure can be left out of its data files, not out of the feature table)"
+                )
 
     def _raw_split(self, split: str):
         ids = self.cohort.split_ids(split)
@@ -201,7 +286,9 @@ class EHRDataModule(L.LightningDataModule):
         arrays = self.arrays[split]
         rows = np.arange(len(arrays.patient_ids))
         if max_patients:
-            rows = stratified_sample(arrays.labels, max_patients, self.dataset_cfg.split.seed)
+            split_cfg = self.dataset_cfg.split
+            seed = UNSPLIT_SAMPLE_SEED if is_unsplit(split_cfg) else split_cfg.seed
+            rows = stratified_sample(arrays.labels, max_patients, seed)
         filled = locf(arrays.raw)
         names = self.features.static_names
         return [

@@ -4,7 +4,9 @@ Protocol (ClinicRealm / EAG-RL, METHOD §1): one row per lab draw with ``PATIENT
 first row (forward-filled); rows without a record date dropped; negative values are missing; the
 '2019-nCoV nucleic acid detection' column dropped (it is not in the feature table); rows merged per patient
 per calendar day (mean of the day's draws); demographics age and sex (raw 1 = male, 2 = female -> 1 / 0);
-label ``mortality`` = ``outcome`` (1 = died in hospital).
+label ``mortality`` = ``outcome`` (1 = died in hospital). A workbook in this format from elsewhere needs
+``PATIENT_ID``, ``RE_DATE`` and ``outcome``; a feature column it lacks is a feature never measured (all missing,
+logged), as for a hospital that measured only some of the labs.
 
     eagrl-data dataset=tjh
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eagrl.data.cohort import RawCohort, numeric_columns, require_columns
+from eagrl.data.cohort import RawCohort, add_absent_columns, numeric_columns, require_columns
 from eagrl.data.features import FeatureTable
 from eagrl.errors import DataError
 
@@ -28,6 +30,8 @@ OUTCOME = "outcome"
 SEX = "gender"
 #: raw ``gender`` code -> our ``Sex`` code (1 male, 0 female)
 SEX_CODES = {1: 1.0, 2: 0.0}
+#: workbook columns that are not features (kept by :func:`subset_workbook`)
+RECORD_COLUMNS = (PATIENT, RECORD_DATE, "Admission time", "Discharge time", OUTCOME)
 
 
 def read_workbook(path: Path) -> pd.DataFrame:
@@ -52,7 +56,8 @@ def load_tjh(files: dict[str, Path], features: FeatureTable) -> RawCohort:
     frame = read_workbook(path)
     static_columns = [spec.column for spec in features.static]
     dynamic_columns = [spec.column for spec in features.dynamic]
-    require_columns(frame, [PATIENT, RECORD_DATE, OUTCOME, *static_columns, *dynamic_columns], path)
+    require_columns(frame, [PATIENT, RECORD_DATE, OUTCOME], path)
+    absent = add_absent_columns(frame, features.all, path)
 
     frame[PATIENT] = frame[PATIENT].ffill()
     if frame[PATIENT].isna().any():
@@ -92,4 +97,23 @@ def load_tjh(files: dict[str, Path], features: FeatureTable) -> RawCohort:
         )
     patients["mortality"] = patients["mortality"].astype(int)
     dropped = {"no dated record": int(len(all_patients) - len(patients))}
-    return RawCohort(visits=visits, patients=patients, dropped=dropped)
+    return RawCohort(visits=visits, patients=patients, dropped=dropped, absent=absent)
+
+
+def subset_workbook(
+    source: Path, target: Path, features: FeatureTable, keep: list[str], patients: list[str] | None = None
+) -> Path:
+    """Write a copy of the TJH-format workbook ``source`` to ``target`` that holds only the features ``keep``
+    (canonical names; the other feature columns are left out, as in a hospital that did not measure them) and,
+    when given, only the ``patients`` (ids as :func:`load_tjh` reads them); return ``target``."""
+    frame = read_workbook(source)
+    columns = [column for column in RECORD_COLUMNS if column in frame.columns]
+    columns += [features.by_name(name).column for name in keep]
+    require_columns(frame, columns, source)
+    frame[PATIENT] = frame[PATIENT].ffill()
+    if patients is not None:
+        ids = frame[PATIENT].map(lambda value: str(int(value)) if isinstance(value, float) else str(value))
+        frame = frame[ids.isin(set(patients))]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    frame[columns].to_excel(target, index=False)
+    return target

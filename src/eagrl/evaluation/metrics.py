@@ -37,7 +37,8 @@ def bootstrap_metrics(
         seed: seed of the resampling.
 
     Returns:
-        ``{"auroc": {"mean", "std"}, "auprc": {...}, "point": {...}, "redrawn": int, "n": int}``.
+        ``{"auroc": {"mean", "std"}, "auprc": {...}, "point": {...}, "ci95": {"auroc": [low, high], ...},
+        "redrawn": int, "n": int}``; ``ci95`` is the 2.5-97.5 percentile interval of the resamples.
     """
     labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
     rng = np.random.default_rng(seed)
@@ -54,7 +55,13 @@ def bootstrap_metrics(
         for name, value in sample.items():
             values[name].append(value)
     summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v))} for name, v in values.items()}
-    return summary | {"point": point_metrics(labels, probabilities), "redrawn": redrawn, "n": len(labels)}
+    interval = {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for name, v in values.items()}
+    return summary | {
+        "point": point_metrics(labels, probabilities),
+        "ci95": interval,
+        "redrawn": redrawn,
+        "n": len(labels),
+    }
 
 
 def format_scores(scores: dict) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from eagrl.errors import ConfigError
@@ -37,3 +37,23 @@ def _checked(schema, cfg, path: str, ignore: tuple[str, ...], extra: dict, build
         key = getattr(error, "full_key", None) or getattr(error, "key", None) or "?"
         message = str(error).splitlines()[0]
         raise ConfigError(f"{path}.{key}: {message}") from None
+
+
+def resolved_container(cfg: DictConfig) -> dict:
+    """``cfg`` as plain containers with every interpolation resolved; a value that cannot be resolved here (e.g.
+    ``${hydra:...}`` outside a Hydra run) is kept as its interpolation string instead of failing."""
+
+    def resolve(node):
+        if isinstance(node, DictConfig):
+            return {key: resolve_item(node, key) for key in node}
+        if isinstance(node, ListConfig):
+            return [resolve_item(node, index) for index in range(len(node))]
+        return node
+
+    def resolve_item(node, key):
+        try:
+            return resolve(node[key])
+        except OmegaConfBaseException:
+            return node._get_node(key)._value()
+
+    return resolve(cfg)

@@ -28,7 +28,8 @@ class DatasetSchema:
     context: str
     drop_empty_visits: bool
     min_visits: int
-    split: dict[str, Any]
+    # the split protocol (seed, test_size, ...), or the string ``none`` (an external cohort: every patient is test)
+    split: Any
     salient_top_k: int
     outliers: str | None = None
     meds_dir: str | None = None
