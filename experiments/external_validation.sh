@@ -28,5 +28,5 @@ timed score_tjh_3labs "$bin/eagrl-expert" "artifact=$(json_field "$run_dir/train
 
 "$bin/python" experiments/external_table.py "$run_dir/score_physionet_b/metrics.json" \
   "$run_dir/score_tjh_3labs/metrics.json" --benchmarks BENCHMARKS.md --section external_validation \
-  --command "bash experiments/external_validation.sh $*"
+  --command "bash experiments/external_validation.sh${*:+ $*}"
 cat "$run_dir/times.tsv"
