@@ -84,6 +84,21 @@ def test_distinct_names_beyond_the_parameter_bits_may_repeat(tiny_backbone):
     assert not accepts(" f70 </Important Features>")
 
 
+def test_a_list_shorter_than_min_features_is_refused(tiny_backbone):
+    _, tokenizer = tiny_backbone
+    guide = Guide(tokenizer)
+
+    def accepts(grammar: str, text: str) -> bool:
+        matcher = guide.matcher(grammar)
+        return matcher.consume_tokens(tokenizer(text, add_special_tokens=False)["input_ids"]) and matcher.is_stopped()
+
+    at_least_two = feature_list_grammar(NAMES, 3, min_features=2)
+    assert not accepts(at_least_two, f" {NAMES[0]} </Important Features>")
+    assert accepts(at_least_two, f" {NAMES[0]}; {NAMES[1]} </Important Features>")
+    # capped at the names there are: a one-name prompt still closes
+    assert accepts(feature_list_grammar(NAMES[:1], 5, min_features=3), f" {NAMES[0]} </Important Features>")
+
+
 def test_a_grammar_needs_a_name_and_a_valid_size():
     with pytest.raises(ValueError, match="at least one feature name"):
         feature_list_grammar([], 3)

@@ -59,6 +59,7 @@ class SearchConfig:
     usefulness_question: str = "Is the last sub-question useful for predicting the outcome? Answer Yes or No."
     guided: bool = False
     guided_features: int = 5
+    guided_min_features: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -248,7 +249,12 @@ class MCTS:
             self.search.features_tokens,
             "</Important Features>",
             self.search.answer_children,
-            [feature_list_grammar(patient.feature_names, self.search.guided_features) for patient, _ in leaves]
+            [
+                feature_list_grammar(
+                    patient.feature_names, self.search.guided_features, self.search.guided_min_features
+                )
+                for patient, _ in leaves
+            ]
             if self.search.guided
             else None,
         )

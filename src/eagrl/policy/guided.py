@@ -37,14 +37,16 @@ DISTINCT_NAMES = 64
 PROBABILITY = f'" 0." /[0-9]{{2}}/ " {FINAL_CLOSE}"'
 
 
-def _feature_rules(names: Sequence[str], max_features: int) -> list[str]:
-    """Rules ``list1`` … ``list{max_features}``: a separated list of distinct ``names``; ``list1::0x0`` starts it."""
+def _feature_rules(names: Sequence[str], max_features: int, min_features: int = 1) -> list[str]:
+    """Rules ``list1`` … ``list{max_features}``: a separated list of ``min_features`` to ``max_features`` distinct
+    ``names`` (both capped at the number of names); ``list1::0x0`` starts it."""
     if not names:
         raise ValueError("a guided feature list needs at least one feature name shown in the prompt")
     if max_features < 1:
         raise ValueError(f"a guided feature list holds at least one name, got max_features={max_features}")
     names = list(dict.fromkeys(names))
     max_features = min(max_features, len(names))  # a longer list would run out of distinct names after a "; "
+    min_features = min(max(min_features, 1), max_features)
     rules = []
     for position in range(1, max_features + 1):
         last = position == max_features
@@ -55,13 +57,16 @@ def _feature_rules(names: Sequence[str], max_features: int) -> list[str]:
             alternatives.append(json.dumps(name) + rest + (f" %if bit_clear({bit})" if distinct else ""))
         rules.append(f"list{position}::_ : " + "\n    | ".join(alternatives))
         if not last:
-            rules.append(f'more{position + 1}::_ : "" | "; " list{position + 1}::_')
+            end = '"" | ' if position >= min_features else ""  # the list may end only once it is long enough
+            rules.append(f'more{position + 1}::_ : {end}"; " list{position + 1}::_')
     return rules
 
 
-def feature_list_grammar(names: Sequence[str], max_features: int) -> str:
-    """What follows ``<Important Features>``: 1 to ``max_features`` distinct ``names``, then the closing tag."""
-    return "\n".join([f'start: " " list1::0x0 " {FEATURES_CLOSE}"', *_feature_rules(names, max_features)])
+def feature_list_grammar(names: Sequence[str], max_features: int, min_features: int = 1) -> str:
+    """What follows ``<Important Features>``: ``min_features`` to ``max_features`` distinct ``names``, then the
+    closing tag."""
+    rules = _feature_rules(names, max_features, min_features)
+    return "\n".join([f'start: " " list1::0x0 " {FEATURES_CLOSE}"', *rules])
 
 
 def probability_grammar() -> str:
