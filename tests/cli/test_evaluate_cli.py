@@ -9,9 +9,11 @@ import pytest
 
 from tests.conftest import run_cli
 
-#: tiny backbone, short answers, the 14 TJH validation patients (6 deaths); the TJH prompts are long in bytes
+#: tiny backbone, short answers, the 14 TJH validation patients (6 deaths); the TJH prompts are long in bytes; the
+#: greedy score (every score is tested in tests/policy/test_scoring.py)
 TINY = ["backbone=tiny_random", "generation.max_new_tokens=6", "generation.batch_size=8", "split=val",
-        "prompt.max_visits=1", "prompt.omit_unobserved=true", "paths.artifact_dir=artifacts"]  # fmt: skip
+        "prompt.max_visits=1", "prompt.omit_unobserved=true", "paths.artifact_dir=artifacts",
+        "score.method=greedy"]  # fmt: skip
 
 
 def _artifact(tmp_path):
