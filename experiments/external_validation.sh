@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# External validation (docs/external_validation.md), then the internal-vs-external table into BENCHMARKS.md
+# External validation (README "Validate on another cohort"), then the internal-vs-external table into BENCHMARKS.md
 # (section external_validation):
 #   1. ConCare trained on PhysioNet 2012 set A only (dataset=physionet2012_a), scored on all of set B as an external
 #      cohort (dataset=physionet2012_b: split none) through `eagrl-expert artifact=...`;
