@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from safetensors.numpy import load_file
 
 from eagrl.evaluation.metrics import point_metrics
+from eagrl.policy.parsing import READ_STATUSES
 from eagrl.rewards import jaccard
 
 #: method name -> (pipeline run prefix, stage folder)
@@ -123,7 +124,7 @@ def table(run: Path) -> str:
             continue
         scores = [point_metrics(f["label"].to_numpy(), f["probability"].to_numpy()) for f in present]
         overlap = [planted_jaccard(f, planted).mean() for f in present]
-        failures = [float((f["status"] != "ok").mean()) if "status" in f else np.nan for f in present]
+        failures = [float((~f["status"].isin(READ_STATUSES)).mean()) for f in present]
         lines.append(
             f"| {method} | {fmt([s['auroc'] for s in scores])} | {fmt([s['auprc'] for s in scores])} | "
             f"{fmt(overlap, 1)} | {fmt(failures, 1)} |"

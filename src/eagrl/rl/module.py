@@ -199,6 +199,8 @@ def sum_gradients(model: torch.nn.Module, finite: bool) -> bool:
 #: logged values summed over processes (each holds its part of the loss); the rest are averaged ignoring NaN, and
 #: times take the slowest process
 SUMMED_STATS = ("groups_sampled", "groups_kept", "nonfinite", "loss")
+#: logged values that are the largest over the processes (an average of maxima is no maximum)
+MAXIMUM_STATS = ("ratio_max", "eps_high_max")
 
 
 def merge_stats(stats: dict[str, float]) -> dict[str, float]:
@@ -210,7 +212,7 @@ def merge_stats(stats: dict[str, float]) -> dict[str, float]:
         values = np.array([part.get(key, math.nan) for part in gathered], dtype=np.float64)
         if key in SUMMED_STATS:
             merged[key] = float(np.nansum(values))
-        elif key.startswith("seconds"):
+        elif key.startswith("seconds") or key in MAXIMUM_STATS:
             merged[key] = float(np.nanmax(values))
         else:
             merged[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
