@@ -124,7 +124,7 @@ def table(run: Path) -> str:
             continue
         scores = [point_metrics(f["label"].to_numpy(), f["probability"].to_numpy()) for f in present]
         overlap = [planted_jaccard(f, planted).mean() for f in present]
-        failures = [float((~f["status"].isin(READ_STATUSES)).mean()) for f in present]
+        failures = [float((~f["parse_status"].isin(READ_STATUSES)).mean()) for f in present]
         lines.append(
             f"| {method} | {fmt([s['auroc'] for s in scores])} | {fmt([s['auprc'] for s in scores])} | "
             f"{fmt(overlap, 1)} | {fmt(failures, 1)} |"
