@@ -10,10 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from eagrl.utils.entry import CONFIG_DIR
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # make test runs one pytest-xdist worker per core: one torch thread each, in-process and in every command line
+    # a test starts (they inherit the environment), so the workers do not fight over the cores
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 #: real data beside the checkout (CI: ../shared/data); EAGRL_RAW_SOURCE points elsewhere

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 
 from eagrl.policy.backbone import attach_lora
 from eagrl.policy.sft import PolicySFTModule, sft_loader
@@ -33,3 +34,24 @@ def test_fit_recomputes_every_layer_with_gradient_checkpointing():
     )  # fmt: skip
     trainer.fit(PolicySFTModule(policy), sft_loader(items, batch_size=1, pad_id=0, shuffle=False, seed=0))
     assert calls == {"train": 4, "eval": 0}
+
+
+def test_loss_on_completion_logits_equals_the_full_sequence_loss():
+    """The module computes logits only from the batch's first completion position on; its loss is the model's own
+    full-sequence loss (mean over the completion tokens of a right-padded batch whose rows start them at different
+    positions), and so is its gradient."""
+    model, _ = tiny()
+    items = [
+        {"input_ids": list(range(3, 40)), "labels": [-100] * 20 + list(range(23, 40))},
+        {"input_ids": list(range(5, 30)), "labels": [-100] * 12 + list(range(17, 30))},
+    ]
+    batch = next(iter(sft_loader(items, batch_size=2, pad_id=0, shuffle=False, seed=0)))
+    module = PolicySFTModule(model)
+    loss = module(batch)
+    reference = model(**batch, use_cache=False).loss
+    assert torch.allclose(loss, reference, atol=1e-6)
+    loss.backward()
+    ours = model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+    model.zero_grad()
+    reference.backward()
+    assert torch.allclose(ours, model.model.layers[0].self_attn.q_proj.weight.grad, atol=1e-6)
