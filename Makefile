@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # extra arguments for pytest, e.g. make test PYTEST_ARGS="-m 'not slow'"
 PYTEST_ARGS ?=
-# pytest-xdist workers (auto: one per core; 0 runs the suite in one process)
+# pytest-xdist workers (auto: one per core; 0 runs the suite in one process); an idle worker steals queued tests
 TEST_WORKERS ?= auto
 
 .PHONY: help install test demo lint
@@ -23,7 +23,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 install: $(STAMP) ## create .venv and install the pinned dependencies and this package
 
 test: $(STAMP) ## run the whole test suite on CPU (real data from ../shared/data)
-	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=15 $(PYTEST_ARGS) || { status=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS) || { status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; fi; exit $$status; }
 
 demo: $(STAMP) ## run the main job: the whole EAG-RL pipeline on TJH with SmolLM2-135M on the CPU (experiment=demo)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -82,8 +83,9 @@ def kill_when(stage: str, overrides: list[str], tmp_dir: Path, root: Path, patte
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
-    """One data cache shared by the session's tests (processing each dataset once)."""
-    return tmp_path_factory.mktemp("shared")
+    """One data cache shared by the session's tests, and by every pytest-xdist worker (each dataset processed once)."""
+    return tmp_path_factory.getbasetemp().parent / "shared" if os.environ.get("PYTEST_XDIST_WORKER") else (
+        tmp_path_factory.mktemp("shared"))
 
 
 def _datamodule(name: str, data_root: Path):
@@ -93,7 +95,9 @@ def _datamodule(name: str, data_root: Path):
     datamodule = EHRDataModule(
         dataset=cfg.dataset, task=cfg.task.name, raw_source=RAW_SOURCE, data_dir=str(data_root / "data")
     )
-    datamodule.prepare_data()
+    data_root.mkdir(parents=True, exist_ok=True)
+    with FileLock(data_root / f"{name}.lock"):  # the first worker processes the cohort, the others read it
+        datamodule.prepare_data()
     datamodule.setup()
     return datamodule
 

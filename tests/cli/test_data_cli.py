@@ -49,7 +49,10 @@ def run_tjh(tmp_path: Path, source: str, sha: str, *extra: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tjh", "physionet2012"])
-def test_prints_cohort_table(tmp_path, name):
+def test_prints_cohort_table(tmp_path, name, request, data_root):
+    """The command on the session's processed cohort (the fixture processed it from the raw files once)."""
+    request.getfixturevalue({"tjh": "tjh", "physionet2012": "physionet"}[name])
+    (tmp_path / "data").symlink_to(data_root / "data")
     result = run_cli("data", [f"dataset={name}"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "| train |" in result.stdout and "| test  |" in result.stdout and "mortality=1" in result.stdout
