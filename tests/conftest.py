@@ -84,8 +84,9 @@ def kill_when(stage: str, overrides: list[str], tmp_dir: Path, root: Path, patte
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """One data cache shared by the session's tests, and by every pytest-xdist worker (each dataset processed once)."""
-    return tmp_path_factory.getbasetemp().parent / "shared" if os.environ.get("PYTEST_XDIST_WORKER") else (
-        tmp_path_factory.mktemp("shared"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.getbasetemp().parent / "shared"
+    return tmp_path_factory.mktemp("shared")
 
 
 def _datamodule(name: str, data_root: Path):
