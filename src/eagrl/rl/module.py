@@ -314,6 +314,12 @@ class PolicyRLModule(AdapterModule):
         stats = merge_stats(stats) if self.processes[1] > 1 else stats
         stats["step"] = float(step)
         self.history.append(stats)
+        log.info(
+            "RL step %d/%d: reward %.3f (R_cls %.3f, R_att %.3f), parse failures %.0f %%, band %.3f, clipped %.3f "
+            "(%.0f s)", self.completed_steps, self.rl.steps, stats["reward"], stats["reward_cls"], stats["reward_att"],
+            100 * stats["parse_failure"], stats.get("band_fraction", math.nan), stats.get("clip_fraction", math.nan),
+            stats["seconds/rollout"] + stats.get("seconds/update", 0.0),
+        )  # fmt: skip
         self.log_dict({f"train/{key}": value for key, value in stats.items()}, on_step=True, batch_size=1)
         if self.completed_steps == self.rl.steps and self.validation_due(self.completed_steps):
             self.validate(self.completed_steps)
