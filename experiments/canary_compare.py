@@ -150,13 +150,19 @@ def table(run: Path) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for seed in seeds:
-        runs = {prefix: rl_summary(run, prefix, seed) for prefix in ("eagrl", "grpo")}
-        difference = adapter_difference(runs["eagrl"]["folder"], runs["grpo"]["folder"])
+        runs = {
+            prefix: rl_summary(run, prefix, seed)
+            for prefix in ("eagrl", "grpo")
+            if (run / f"{prefix}-seed{seed}" / "rl" / "metrics.json").is_file()
+        }
+        difference = "missing"  # a seed whose GRPO (or EAG-RL) run has not finished
+        if len(runs) == 2:
+            difference = f"{adapter_difference(runs['eagrl']['folder'], runs['grpo']['folder']):.2e}"
         for prefix, summary in runs.items():
             lines.append(
                 f"| {prefix} | {seed} | {summary['r_att_first']:.3f} → {summary['r_att_last']:.3f} | "
                 f"{summary['band_fraction']:.4f} | {summary['clip_fraction']:.4f} | {summary['val_auroc']} | "
-                f"{summary['selected_step']} | {difference:.2e} |"
+                f"{summary['selected_step']} | {difference} |"
             )
     return "\n".join(lines)
 
