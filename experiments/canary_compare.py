@@ -81,9 +81,13 @@ def auroc_of(frame: pd.DataFrame, rows) -> float:
     return point_metrics(frame["label"].to_numpy()[rows], frame["probability"].to_numpy()[rows])["auroc"]
 
 
-def rl_summary(run: Path, prefix: str, seed: int) -> dict:
-    """R_att over training, the adaptive band and the validation curve of one RL run."""
-    metrics = json.loads((run / f"{prefix}-seed{seed}" / "rl" / "metrics.json").read_text())
+def rl_summary(run: Path, prefix: str, seed: int) -> dict | None:
+    """R_att over training, the adaptive band and the validation curve of one RL run; None when that run is
+    missing."""
+    path = run / f"{prefix}-seed{seed}" / "rl" / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
     folder = Path(metrics["artifact_dir"])
     history = pd.read_csv(folder / "history.csv")
     window = max(1, min(5, len(history) // 2))
@@ -150,11 +154,8 @@ def table(run: Path) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for seed in seeds:
-        runs = {
-            prefix: rl_summary(run, prefix, seed)
-            for prefix in ("eagrl", "grpo")
-            if (run / f"{prefix}-seed{seed}" / "rl" / "metrics.json").is_file()
-        }
+        summaries = {prefix: rl_summary(run, prefix, seed) for prefix in ("eagrl", "grpo")}
+        runs = {prefix: summary for prefix, summary in summaries.items() if summary is not None}
         difference = "missing"  # a seed whose GRPO (or EAG-RL) run has not finished
         if len(runs) == 2:
             difference = f"{adapter_difference(runs['eagrl']['folder'], runs['grpo']['folder']):.2e}"

@@ -126,17 +126,15 @@ class PolicySFTModule(AdapterModule):
         """
         labels = batch["labels"]
         trained = (labels != IGNORE).any(dim=0).nonzero()
-        first = max(int(trained[0]), 1) if len(trained) else labels.shape[1] - 1
-        keep = labels.shape[1] - first + 1
+        first = max(int(trained[0]), 1) if len(trained) else labels.shape[1] - 1  # first trained position
         logits = self.model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             use_cache=False,
-            logits_to_keep=keep,
+            logits_to_keep=labels.shape[1] - first + 1,  # positions first - 1 … last, each predicting the next
         ).logits
-        targets = labels[:, labels.shape[1] - keep + 1 :]
         return torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, first:].reshape(-1), ignore_index=IGNORE
         )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
