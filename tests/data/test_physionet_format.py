@@ -154,3 +154,14 @@ def test_conflicting_outcomes_end_in_one_line(tmp_path):
     table.to_csv(folder / "Outcomes-a.txt", index=False)
     result = run_cli("data", [*dataset_overrides(folder), "logger=none", "show_prompt=false"], tmp_path)
     assert_one_line_error(result, "RecordID 3 has two different outcomes")
+
+
+def test_times_past_99_hours_bin_and_a_malformed_time_is_named(tmp_path):
+    """``HHH:MM`` past 99 hours reads as minutes (and falls outside the 48 h window); ``1:5`` is named, not cast."""
+    folder = write_cohort(tmp_path / "long_stay", extra_rows=(("a", "1", "47:59", "HR", 90.0),
+                                                              ("a", "1", "120:00", "HR", 95.0)))  # fmt: skip
+    visits = load(folder).visits.set_index(["patient_id", "time"])
+    assert visits.loc[("1", 47.0), "Heart rate"] == 90.0 and visits.index.get_level_values("time").max() == 47.0
+    folder = write_cohort(tmp_path / "malformed", extra_rows=(("a", "1", "1:5", "HR", 90.0),))
+    with pytest.raises(DataError, match=r"column 'Time' has value '1:5', expected HH:MM"):
+        load(folder)

@@ -40,11 +40,12 @@ OUTCOMES = "outcomes"
 
 def _minutes(times: pd.Series, path: Path) -> pd.Series:
     """``HH:MM`` strings -> minutes since ICU admission (int)."""
-    parts = times.astype(str).str.extract(r"^(\d+):(\d{2})$")
-    bad = parts[0].isna()
+    text = times.astype(str)
+    bad = ~text.str.fullmatch(r"\d+:\d{2}")
     if bad.any():
         raise DataError(f"{path}: column 'Time' has value {times[bad].iloc[0]!r}, expected HH:MM")
-    return parts[0].astype(int) * 60 + parts[1].astype(int)
+    # HH is everything before the last three characters, MM the last two
+    return text.str.slice(stop=-3).astype(int) * 60 + text.str.slice(start=-2).astype(int)
 
 
 def read_outcomes(files: dict[str, Path]) -> pd.Series:
@@ -166,7 +167,8 @@ def load_physionet2012(
             series.loc[rows, "Value"], count = bound_values(series.loc[rows, "Value"], spec, outliers)
             if count:
                 outlier_counts[spec.name] = count
-    absent = [spec for spec in features.all if spec.column not in set(series["Parameter"]) | set(static.columns)]
+    present = set(series["Parameter"].unique()) | set(static.columns)
+    absent = [spec for spec in features.all if spec.column not in present]
     if absent:
         log.warning(
             "%s: %d of %d features never appear, treated as never measured: %s",
