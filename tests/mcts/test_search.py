@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from eagrl.data.features import FeatureTable
+from eagrl.errors import ConfigError
 from eagrl.mcts.search import MCTS, SearchConfig, clean, complete_paths
 from eagrl.policy.backbone import byte_tokenizer
 from eagrl.policy.engine import EngineStats, Generation, GenerationEngine, PrefixCache
@@ -170,3 +171,17 @@ def test_guided_closings_name_only_shown_features_and_parse(vocabulary, guided):
     else:
         assert not any(set(names.split("; ")) <= set(shown) for names in listed)
         assert not any(path["status"] == "ok" for path in paths)
+
+
+def test_final_samples_close_one_feature_list_with_several_probabilities(vocabulary):
+    """``final_samples`` = 3: each sampled list becomes 3 terminal answers that share it, one probability each."""
+    engine = ScriptedEngine()
+    _, patients = _search(engine, vocabulary, final_samples=3)
+    finals = [call for call in engine.calls if call[0] == "</Final answer>"]
+    assert finals and all(samples == 3 for _, _, samples, _ in finals)
+    paths = complete_paths(patients[0])
+    assert len(paths) == 2 * 3  # the 2 closings of test_tree_shape_phases_and_seeds, 3 probabilities each
+    parents = [node.parent.index for node in patients[0].tree.terminals()]
+    assert sorted(parents) == [1, 1, 1, 2, 2, 2]
+    with pytest.raises(ConfigError, match="final_samples must be >= 1"):
+        SearchConfig(final_samples=0)

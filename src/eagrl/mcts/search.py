@@ -10,7 +10,7 @@ scaffold (the tags are written by the search, the model fills them in):
   ``usefulness_question`` asked after it (normalised over Yes / No);
 - ``answer_children`` closings once ``min_depth`` steps are written (only closings at ``max_depth``):
   ``<Final subquestion> … <Important Features>`` → the model lists features, ``<Final answer>`` → the model
-  gives the probability; each is simulated by the reward R (label and expert salient set: train split only)
+  gives the probability (``final_samples`` probabilities per list, a few tokens each); each is simulated by the reward R (label and expert salient set: train split only)
   mapped onto [0, 1] by its attainable range (:func:`~eagrl.rewards.unit_reward`), the scale of usefulness.
 
 With ``guided`` (the CPU default), the two closing spans are constrained token by token
@@ -46,6 +46,7 @@ class SearchConfig:
     exploration: float = 1.0
     step_children: int = 3
     answer_children: int = 1
+    final_samples: int = 1
     min_depth: int = 1
     max_depth: int = 5
     temperature: float = 1.0
@@ -63,8 +64,10 @@ class SearchConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.rollouts < 1 or self.step_children < 1 or self.answer_children < 1:
-            raise ConfigError("mcts.rollouts, mcts.step_children and mcts.answer_children must be >= 1")
+        if min(self.rollouts, self.step_children, self.answer_children, self.final_samples) < 1:
+            raise ConfigError(
+                "mcts.rollouts, mcts.step_children, mcts.answer_children and mcts.final_samples must be >= 1"
+            )
         if not 0 <= self.min_depth <= self.max_depth:
             raise ConfigError(f"mcts needs 0 <= min_depth <= max_depth, got {self.min_depth} and {self.max_depth}")
         if self.guided_features < 1:
@@ -274,26 +277,31 @@ class MCTS:
             [key for *_, key in closing],
             self.search.final_tokens,
             "</Final answer>",
-            1,
+            self.search.final_samples,
             [probability_grammar()] * len(closing) if self.search.guided else None,
         )
-        for (patient, leaf, listing, prefix, _), (final,) in zip(closing, finals, strict=True):
-            child = patient.tree.add_child(leaf, f"{prefix} {clean(final.text)} </Final answer>", terminal=True)
-            parsed = parse_answer(child.answer(), self.vocabulary)
-            child.details["finish"] = [listing.finish_reason, final.finish_reason]
-            # the probability span is a few tokens: it counts as closed when a probability could be read from it
-            child.details["closed"] = closed_by_the_policy(listing) and (final.finish_reason == "stop" or parsed.parsed)
-            terms = score_answer(parsed, patient.label, patient.expert_features, self.reward)
-            patient.tree.simulate(
-                child,
-                unit_reward(terms, self.reward),
-                r_total=terms.total,
-                probability=parsed.probability,
-                status=parsed.status,
-                features=list(parsed.features),
-                r_cls=terms.cls,
-                r_att=terms.att,
-            )
+        for (patient, leaf, listing, prefix, _), samples in zip(closing, finals, strict=True):
+            for final in samples:
+                self._close(patient, leaf, listing, prefix, final)
+
+    def _close(self, patient: PatientSearch, leaf: Node, listing: Generation, prefix: str, final: Generation) -> None:
+        """Add one closing answer (a feature list and a probability) under ``leaf`` and simulate it by its reward."""
+        child = patient.tree.add_child(leaf, f"{prefix} {clean(final.text)} </Final answer>", terminal=True)
+        parsed = parse_answer(child.answer(), self.vocabulary)
+        child.details["finish"] = [listing.finish_reason, final.finish_reason]
+        # the probability span is a few tokens: it counts as closed when a probability could be read from it
+        child.details["closed"] = closed_by_the_policy(listing) and (final.finish_reason == "stop" or parsed.parsed)
+        terms = score_answer(parsed, patient.label, patient.expert_features, self.reward)
+        patient.tree.simulate(
+            child,
+            unit_reward(terms, self.reward),
+            r_total=terms.total,
+            probability=parsed.probability,
+            status=parsed.status,
+            features=list(parsed.features),
+            r_cls=terms.cls,
+            r_att=terms.att,
+        )
 
 
 def closed_by_the_policy(*spans: Generation) -> bool:
