@@ -139,6 +139,13 @@ def test_sft_resumed_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     assert adapters[0].keys() == adapters[1].keys()
     for name, weight in adapters[0].items():
         torch.testing.assert_close(adapters[1][name], weight, rtol=0, atol=1e-6)
+    # the epoch chosen on validation and the validation curve survive the kill
+    validations = [
+        pd.read_csv(_artifact(tmp_path / root, "sft") / "validation.csv").drop(columns="seconds")
+        for root in ("full", "killed")
+    ]
+    assert validations[0]["epoch"].tolist() == [1, 2, 3, 4]
+    pd.testing.assert_frame_equal(validations[0], validations[1])
 
 
 def test_label_only_sft_changes_every_trainable_parameter(searched):
@@ -150,6 +157,11 @@ def test_label_only_sft_changes_every_trainable_parameter(searched):
     assert metrics["examples"] == {"train": 86, "val": 10, "too_long": 0} and metrics["optimizer_steps"] == 43
     info = json.loads((folder / "eagrl_adapter.json").read_text())
     assert info["method"] == "sft-label_only" and info["prompt"]["style"] == "vanilla"
+    # validated after its one epoch, on the 14 validation patients: that epoch is the adapter saved
+    assert metrics["selected"]["by"] == "validation auroc" and metrics["selected"]["epoch"] == 1
+    validation = pd.read_csv(folder / "validation.csv")
+    assert validation["epoch"].tolist() == [1] and 0 <= validation["auroc"].iloc[0] <= 1
+    assert "validation after epoch 1: AUROC" in result.stdout + result.stderr
     trained = load_file(folder / "adapter_model.safetensors")
     # the adapter as eagrl-sft initialised it (same seed, same order of random draws)
     cfg = compose_config("sft", SFT, tmp)

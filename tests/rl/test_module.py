@@ -197,8 +197,8 @@ def test_validation_every_n_steps_keeps_the_best_adapter():
     assert [row["step"] for row in module.validations] == [0.0, 1.0, 2.0]
     assert all(0.0 <= row["auroc"] <= 1.0 for row in module.validations)
     best = max(module.validations, key=lambda row: row["auroc"])  # ties: the earliest
-    selected = module.restore_best()
+    selected = module.best.restore(model)
     assert selected["step"] == best["step"]
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            assert torch.equal(parameter, module.best["weights"][name])
+            assert torch.equal(parameter, module.best.weights[name])

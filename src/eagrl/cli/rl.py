@@ -198,7 +198,7 @@ def run(cfg: DictConfig) -> dict:
         metrics = summarise(cfg, history, seconds, threads, target, resume is not None)
         if trainer.is_global_zero:  # one writer under data-parallel training
             model.save_pretrained(target / "last", selected_adapters=["default"])
-            selected = module.restore_best()
+            selected = module.best.restore(model)
             metrics["selected"] = (
                 {"by": "validation auroc", "score": rl.val_score, **selected}
                 if selected

@@ -7,9 +7,14 @@
 
 Artifacts go to ``<paths.artifact_dir>/sft/<dataset>/<task>/<backbone>/<mode>-<hash>/``: the LoRA adapter
 (``adapter_config.json``, ``adapter_model.safetensors``, loadable by ``eagrl-evaluate adapter=<folder>``),
-``eagrl_adapter.json`` (method name, the prompt it was trained with, its inputs), ``metrics.json`` and
-``checkpoints/last.ckpt`` (adapter + optimiser at the end of every epoch: a killed run redoes its epoch). The
-hash covers the config and the content of the trajectories file, so a new selection trains a new adapter.
+``eagrl_adapter.json`` (method name, the prompt it was trained with, its inputs), ``metrics.json``,
+``validation.csv`` and ``checkpoints/last.ckpt`` (adapter + optimiser at the end of every epoch: a killed run redoes
+its epoch). The hash covers the config and the content of the trajectories file, so a new selection trains a new
+adapter.
+
+With ``sft.val_score`` set, the validation split's patients are answered and scored after every epoch and the saved
+adapter is the epoch with the best validation AUROC (the last epoch's goes to ``last/``): chosen on validation,
+never on test.
 """
 
 from __future__ import annotations
@@ -103,6 +108,35 @@ def split_by_patient(patient_ids: list[str], val_fraction: float, seed: int) -> 
     return set(np.random.default_rng(seed).choice(unique, size=count, replace=False).tolist()) if count else set()
 
 
+def epoch_validation(cfg: DictConfig, tokenizer, batch_size: int):
+    """The :class:`~eagrl.evaluation.validation.EpochValidation` callback of ``sft.val_score`` (None when unset)."""
+    from eagrl.evaluation.validation import EpochValidation
+    from eagrl.policy.scoring import METHODS
+
+    if cfg.sft.val_score is None:
+        return None
+    if cfg.sft.val_score not in METHODS:
+        raise ConfigError(f"sft.val_score={cfg.sft.val_score!r}: use one of {', '.join(METHODS)}, or null")
+    datamodule = instantiate(cfg.datamodule)
+    datamodule.prepare_data()
+    datamodule.setup()
+    records, prompts = datamodule.patients("val", cfg.task, cfg.prompt, cfg.sft.val_patients)
+    if len({record.label for record in records}) < 2:
+        raise ConfigError(
+            f"the {len(records)} validation patients hold one outcome only, so their AUROC is undefined: raise "
+            "sft.val_patients or set sft.val_score=null (the last epoch's adapter is saved)"
+        )
+    prompt_ids = [
+        tokenizer(
+            tokenizer.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False),
+            add_special_tokens=False,
+        )["input_ids"]
+        for prompt in prompts
+    ]
+    labels = np.array([record.label for record in records])
+    return EpochValidation(tokenizer, prompt_ids, labels, cfg.sft.val_max_new_tokens, cfg.sft.val_score, batch_size)
+
+
 def artifact_dir(cfg: DictConfig, inputs: dict[str, str]) -> Path:
     """Where this run's adapter lives."""
     root = Path(cfg.paths.artifact_dir).expanduser().resolve()
@@ -113,6 +147,7 @@ def artifact_dir(cfg: DictConfig, inputs: dict[str, str]) -> Path:
 @user_errors("sft")
 def run(cfg: DictConfig) -> dict:
     """Train (or resume) the adapter, save it with its metadata; return the metrics."""
+    from eagrl.evaluation.validation import COLUMNS
     from eagrl.policy.backbone import attach_lora, load_backbone
     from eagrl.policy.sft import PolicySFTModule, sft_loader, tokenize_example
 
@@ -148,6 +183,7 @@ def run(cfg: DictConfig) -> dict:
     model = attach_lora(backbone.model, cfg.backbone.lora)
     if cfg.sft.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    validation = epoch_validation(cfg, tokenizer, cfg.sft.val_batch_size)
     module = PolicySFTModule(model, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay, on_nonfinite=cfg.sft.on_nonfinite)
     checkpoints = target / "checkpoints"
     if cfg.overwrite:
@@ -160,7 +196,7 @@ def run(cfg: DictConfig) -> dict:
         accumulate_grad_batches=cfg.sft.accumulate_grad_batches,
         gradient_clip_val=cfg.sft.gradient_clip_val,
         limit_val_batches=1.0 if val_loader else 0,
-        callbacks=[checkpoint, EpochLog(f"sft-{cfg.sft.mode}"), RNGState()],
+        callbacks=[checkpoint, EpochLog(f"sft-{cfg.sft.mode}"), RNGState(), *([validation] if validation else [])],
         logger=loggers or False,
     )
     last = checkpoints / "last.ckpt"
@@ -172,6 +208,14 @@ def run(cfg: DictConfig) -> dict:
     try:
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
         seconds = time.perf_counter() - started
+        selected = {"by": "last epoch (not validated)"}
+        if validation is not None:
+            model.save_pretrained(target / "last")
+            row = validation.best.restore(model)
+            selected = {"by": "validation auroc", "score": cfg.sft.val_score, **row} if row else selected
+            pd.DataFrame(validation.rows, columns=["epoch", *COLUMNS]).to_csv(
+                target / "validation.csv", index=False
+            )
         model.save_pretrained(target)
         logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
         write_adapter_info(
@@ -190,6 +234,7 @@ def run(cfg: DictConfig) -> dict:
             "optimizer_steps": trainer.global_step,
             "train_loss": logged.get("train/loss_epoch"),
             "val_loss": logged.get("val/loss"),
+            "selected": selected,
             "mean_tokens_per_example": float(np.mean([len(item["input_ids"]) for item in train_items])),
             "seconds_this_run": seconds,
             "resumed": resume is not None,

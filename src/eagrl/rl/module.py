@@ -50,13 +50,12 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from eagrl.errors import ConfigError
-from eagrl.evaluation.metrics import point_metrics
+from eagrl.evaluation.validation import BestAdapter, validate_policy
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
 from eagrl.policy.guided import answer_grammar
 from eagrl.policy.lightning import AdapterModule
 from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
 from eagrl.policy.scoring import METHODS as SCORE_METHODS
-from eagrl.policy.scoring import score_answers
 from eagrl.rewards import RewardConfig, RewardTerms, attention_agreement, score_answer
 from eagrl.rl.objectives import ADVANTAGES, AGGREGATIONS, adaptive_clip_high, clipped_surrogate, k3_kl
 from eagrl.rl.rollout import RLPrompt, Scored, feature_mass, key_token_span, score_responses
@@ -269,8 +268,8 @@ class PolicyRLModule(AdapterModule):
         self.val_prompts = list(val_prompts)
         #: one row per validation: the policy after ``step`` RL steps, its val AUROC / AUPRC and parse failures
         self.validations: list[dict[str, float]] = []
-        #: the adapter weights (name -> tensor) of the validation with the best AUROC, and that row
-        self.best: dict[str, Any] | None = None
+        #: the adapter weights of the validation with the best AUROC, and that row
+        self.best = BestAdapter()
 
     # ---- Lightning plumbing -------------------------------------------------------------------------------------
     @property
@@ -285,13 +284,13 @@ class PolicyRLModule(AdapterModule):
         checkpoint["rl_completed_steps"] = self.completed_steps
         checkpoint["rl_history"] = self.history
         checkpoint["rl_validations"] = self.validations
-        checkpoint["rl_best"] = self.best
+        checkpoint["rl_best"] = self.best.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.completed_steps = checkpoint.get("rl_completed_steps", 0)
         self.history = list(checkpoint.get("rl_history", []))
         self.validations = list(checkpoint.get("rl_validations", []))
-        self.best = checkpoint.get("rl_best")
+        self.best.load_state_dict(checkpoint.get("rl_best"))
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         """The next RL step (``self.completed_steps``, restored from a checkpoint on resume); the batch only paces
@@ -332,46 +331,26 @@ class PolicyRLModule(AdapterModule):
             return False
         return completed % self.rl.val_every_steps == 0 or completed == self.rl.steps
 
-    @torch.no_grad()
     def validate(self, completed: int) -> dict[str, float]:
         """Greedy answers of the validation patients, scored by ``rl.val_score``; logs ``val/auroc``, ``val/auprc``
-        and keeps a copy of the adapter when its AUROC is the best so far (ties keep the earlier policy)."""
-        started = time.perf_counter()
-        sampling = SamplingConfig(
-            max_new_tokens=self.rl.max_new_tokens, temperature=0.0, stop_strings=("</Final answer>",)
+        and keeps a copy of the adapter when its AUROC is the best so far (:attr:`best`)."""
+        row = {"step": float(completed)}
+        row.update(
+            validate_policy(
+                self.engine,
+                [prompt.prompt_ids for prompt in self.val_prompts],
+                np.array([prompt.label for prompt in self.val_prompts]),
+                max_new_tokens=self.rl.max_new_tokens,
+                method=self.rl.val_score,
+                vocabulary=self.vocabulary,
+            )
         )
-        prompt_ids = [prompt.prompt_ids for prompt in self.val_prompts]
-        texts = [answer[0].text for answer in self.engine.generate(prompt_ids, sampling)]
-        probabilities, _ = score_answers(self.engine, prompt_ids, texts, method=self.rl.val_score)
-        labels = np.array([prompt.label for prompt in self.val_prompts])
-        scores = point_metrics(labels, probabilities)
-        parsed = [parse_answer(text, self.vocabulary) for text in texts]
-        row = {
-            "step": float(completed),
-            "auroc": scores["auroc"],
-            "auprc": scores["auprc"],
-            "parse_failure": float(np.mean([not answer.parsed for answer in parsed])),
-            "seconds": time.perf_counter() - started,
-        }
         self.validations.append(row)
         log.info("validation after %d RL steps: AUROC %.3f, AUPRC %.3f", completed, row["auroc"], row["auprc"])
         if self._trainer is not None:
             self.log_dict({f"val/{key}": value for key, value in row.items() if key != "step"}, batch_size=1)
-        if math.isfinite(row["auroc"]) and (self.best is None or row["auroc"] > self.best["row"]["auroc"]):
-            weights = {name: p.detach().clone() for name, p in self.model.named_parameters() if p.requires_grad}
-            self.best = {"row": row, "weights": weights}
+        self.best.offer(self.model, row)
         return row
-
-    def restore_best(self) -> dict[str, float] | None:
-        """Load the adapter weights of the best validation into the model; returns that validation's row (None when
-        the run was never validated, and the model keeps its last weights)."""
-        if self.best is None:
-            return None
-        parameters = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for name, weights in self.best["weights"].items():
-                parameters[name].copy_(weights)
-        return self.best["row"]
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[None]:

@@ -110,6 +110,10 @@ class SFTSchema:
     accumulate_grad_batches: int
     gradient_checkpointing: bool
     gradient_clip_val: float
+    val_score: str | None
+    val_patients: int | None
+    val_max_new_tokens: int
+    val_batch_size: int
     val_fraction: float
     on_nonfinite: str
     max_length: int | None = None
