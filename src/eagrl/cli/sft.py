@@ -196,7 +196,8 @@ def run(cfg: DictConfig) -> dict:
         accumulate_grad_batches=cfg.sft.accumulate_grad_batches,
         gradient_clip_val=cfg.sft.gradient_clip_val,
         limit_val_batches=1.0 if val_loader else 0,
-        callbacks=[checkpoint, EpochLog(f"sft-{cfg.sft.mode}"), RNGState(), *([validation] if validation else [])],
+        # validation first: the epoch's log line then shows that epoch's val/auroc
+        callbacks=[*([validation] if validation else []), checkpoint, EpochLog(f"sft-{cfg.sft.mode}"), RNGState()],
         logger=loggers or False,
     )
     last = checkpoints / "last.ckpt"
