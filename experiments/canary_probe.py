@@ -5,8 +5,9 @@ label-only SFT control"). This tells representation from optimisation: the froze
 patient's readable prompt (``experiment=canary``, vanilla style) followed by the assistant's ``<Final answer> 0.``,
 and a logistic regression (L2, C chosen by 5-fold cross-validation on train) is fitted on the last token's hidden
 state of several layers (train split), then scored on the validation split. The same logistic regression on the
-prompt's own information (one 0/1 "flagged" column per lab) is the ceiling a reader of the flags can reach, and the
-generator's risk the Bayes ceiling. The test split is never read.
+prompt's own information (one 0/1 "flagged" column per lab) is the ceiling a reader of the flags can reach, the
+number of flagged labs what a reader who ignores which lab is flagged reaches, and the generator's risk the Bayes
+ceiling. The test split is never read.
 
     .venv/bin/python experiments/canary_probe.py                         # layers 6, 12, 18, 24, 30
     .venv/bin/python experiments/canary_probe.py --layers 10 20 -- backbone=tiny_random
@@ -93,6 +94,8 @@ def main() -> None:
         print(f"| hidden state, layer {layer} | {auroc:.1f} |")
     flags = probe_auroc(train_flags, train_y, val_flags, val_y)
     print(f"| the prompt's flags (one 0/1 column per lab) | {flags:.1f} |")
+    count = 100 * roc_auc_score(val_y, val_flags.sum(axis=1))
+    print(f"| the number of flagged labs (the 'anything abnormal' shortcut) | {count:.1f} |")
     print(f"| the generator's risk (Bayes ceiling) | {100 * roc_auc_score(val_y, risk):.1f} |")
 
 
