@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from eagrl.data.prompt import build_prompt, shuffle_lines
+from eagrl.data.prompt import ABNORMAL_SUMMARY, build_prompt, shuffle_lines
 from eagrl.errors import ConfigError
 from tests.conftest import compose_config
 
@@ -73,6 +73,27 @@ def test_readable_layout_flags_every_value_outside_its_range(tjh, cfg):
             flagged += expected is not None
             assert (name in prompt.observed_features) == bool(np.isfinite(column).any())
     assert flagged > 0
+
+
+def test_abnormal_summary_names_exactly_the_features_flagged_at_the_last_visit(tjh, cfg):
+    """abnormal_summary: one closing line lists the features out of range at the last visit, in line order, with
+    their flags ("none" when there is none); without it the prompt has no such line."""
+    summarised = prompt_cfg(cfg, layout="latest", flags=True, abnormal_summary=True)
+    named_total = 0
+    for record in tjh.records("test")[:20]:
+        prompt = build_prompt(record, tjh.features, tjh.dataset_cfg, cfg.task, summarised)
+        summary = [line for line in prompt.user.splitlines() if line.startswith(ABNORMAL_SUMMARY)]
+        assert len(summary) == 1
+        expected = []
+        for name in prompt.feature_order:
+            column = record.values[:, tjh.features.dynamic_names.index(name)]
+            if flag := tjh.features.by_name(name).flag(column[-1]):
+                expected.append(f"{name} ({flag})")
+        assert summary[0] == f"{ABNORMAL_SUMMARY}: {'; '.join(expected) or 'none'}."
+        named_total += len(expected)
+        plain = build_prompt(record, tjh.features, tjh.dataset_cfg, cfg.task, cfg.prompt)
+        assert ABNORMAL_SUMMARY not in plain.user
+    assert named_total > 0
 
 
 @pytest.mark.parametrize("fraction", [0.2, 0.4, 0.6, 1.0])

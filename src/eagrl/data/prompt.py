@@ -8,9 +8,11 @@ Visit times come first, demographics are stated, then the task and the style's a
 feature subset, ``significant_digits``, and ``omit_unobserved`` (never-measured features listed once by
 name instead of a line of NaNs). ``shuffle_fraction`` permutes that fraction of the feature lines (the
 paper's robustness test), seeded per patient. Readable prompts for small models: ``flags`` marks each value
-outside its reference range ``(high)`` / ``(low)``, and ``layout: latest`` shows each feature's last value alone:
+outside its reference range ``(high)`` / ``(low)``, ``layout: latest`` shows each feature's last value alone, and
+``abnormal_summary`` closes the record with one line naming the features out of range at the last visit:
 
     - Lactate dehydrogenase: 612 U/L (high)
+    Outside the reference range at the last visit: Lactate dehydrogenase (high); Albumin (low).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from eagrl.errors import ConfigError
 
 #: ``prompt.layout``: every shown visit's values per feature (the paper's) or the last visit's value alone
 LAYOUTS = ("series", "latest")
+#: start of the ``prompt.abnormal_summary`` line
+ABNORMAL_SUMMARY = "Outside the reference range at the last visit"
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ def build_prompt(
     values = record.values[-keep:] if keep else record.values
     columns = selected_features(features, prompt_cfg["features"])
 
-    lines, order, unobserved = [], [], []
+    lines, order, unobserved, abnormal = [], [], [], {}
     observed = [spec.name for spec in features.static if not math.isnan(record.static[spec.name])]
     for column in columns:
         spec = features.dynamic[column]
@@ -171,6 +175,8 @@ def build_prompt(
             observed.append(spec.name)
         lines.append(_feature_line(spec, series, prompt_cfg))
         order.append(spec.name)
+        if flag := spec.flag(series[-1]):
+            abnormal[spec.name] = f"{spec.name} ({flag})"
     if prompt_cfg["shuffle_fraction"]:
         rng = patient_rng(prompt_cfg["shuffle_seed"], record.patient_id)
         permuted = shuffle_lines(list(range(len(lines))), prompt_cfg["shuffle_fraction"], rng)
@@ -196,6 +202,9 @@ def build_prompt(
     parts = [dataset_cfg["context"], f"Demographics: {demographics}.", *header, *lines]
     if unobserved and prompt_cfg["omit_unobserved"]:
         parts.append(f"Not measured at any visit: {'; '.join(unobserved)}.")
+    if prompt_cfg.get("abnormal_summary"):
+        named = "; ".join(abnormal[name] for name in order if name in abnormal) or "none"
+        parts.append(f"{ABNORMAL_SUMMARY}: {named}.")
     parts += ["", f"Task: {task_cfg['question']}", prompt_cfg["instructions"].strip()]
     return ChatPrompt(
         system=prompt_cfg["system"].strip(),

@@ -57,6 +57,7 @@ class PromptSchema:
     features: list[str] | None = None
     layout: str = "series"
     flags: bool = False
+    abnormal_summary: bool = False
     significant_digits: int = 4
     missing_token: str = "NaN"
     omit_unobserved: bool = False
