@@ -1,13 +1,15 @@
-"""SFT step with and without gradient checkpointing (``sft.gradient_checkpointing``): peak memory, time and the
-gradient, on the real backbone and real trajectory-length examples.
+"""SFT step with and without gradient checkpointing (``sft.gradient_checkpointing``), and with LoRA on the top layers
+only (``backbone.lora.layers_to_transform``, the canary's setting): peak memory, time and the gradient, on the real
+backbone and real trajectory-length examples.
 
     python benchmarks/sft_memory.py --write BENCHMARKS.md      # about 2 minutes on the 2-core CPU (SmolLM2-135M)
 
 Each variant runs in its own process (peak RSS is per process): the backbone with the configured LoRA adapter in
 train mode, ``--steps`` forward + backward passes of one example of ``--tokens`` tokens (the demo's trajectories
 are ~1,100 tokens: a ~1,000-token prompt and its answer), the loss on every token. The first pass is a warm-up; the
-table gives the mean seconds of the others, the process's peak RSS and the LoRA gradient's norm (the two variants
-must agree: checkpointing recomputes the same activations).
+table gives the mean seconds of the others, the process's peak RSS and the LoRA gradient's norm (the first two
+variants must agree: checkpointing recomputes the same activations; the third trains fewer adapters, so its norm
+differs, and its backward pass stops at the lowest adapted layer).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.policy.backbone import attach_lora, load_backbone
 from eagrl.utils.entry import CONFIG_DIR
 
-VARIANTS = ("activations kept", "gradient checkpointing")
+VARIANTS = ("activations kept", "gradient checkpointing", "LoRA on the top layers only")
 
 
 def measure(args) -> dict:
@@ -36,7 +39,12 @@ def measure(args) -> dict:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("sft", overrides=[f"backbone={args.backbone}", "paths.output_dir=."])
     torch.manual_seed(0)
-    model = attach_lora(load_backbone(cfg.backbone).model, cfg.backbone.lora)
+    backbone = load_backbone(cfg.backbone).model
+    lora = OmegaConf.to_container(cfg.backbone.lora, resolve=True)
+    if args.variant == VARIANTS[2]:
+        layers = backbone.config.num_hidden_layers
+        lora["layers_to_transform"] = list(range(layers - min(args.top_layers, layers), layers))
+    model = attach_lora(backbone, lora)
     if args.variant == VARIANTS[1]:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
@@ -62,13 +70,19 @@ def main() -> None:
     parser.add_argument("--backbone", default="smollm2_135m", help="backbone config")
     parser.add_argument("--tokens", type=int, default=1100, help="example length in tokens")
     parser.add_argument("--steps", type=int, default=4, help="forward + backward passes (the first is a warm-up)")
+    parser.add_argument("--top-layers", type=int, default=12, help="adapted layers of the third variant (canary: 12)")
     parser.add_argument("--write", type=Path, help="write the table into this BENCHMARKS.md")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(measure(args)))
         return
-    common = [f"--backbone={args.backbone}", f"--tokens={args.tokens}", f"--steps={args.steps}"]
+    common = [
+        f"--backbone={args.backbone}",
+        f"--tokens={args.tokens}",
+        f"--steps={args.steps}",
+        f"--top-layers={args.top_layers}",
+    ]
     results = {}
     for variant in VARIANTS:
         child = subprocess.run(
@@ -77,13 +91,14 @@ def main() -> None:
         if child.returncode != 0:
             sys.exit(f"{variant}: the measuring process failed:\n{child.stderr[-2000:]}")
         results[variant] = json.loads(child.stdout.strip().splitlines()[-1])
-    kept, recomputed = (results[variant] for variant in VARIANTS)
+    kept, recomputed, _ = (results[variant] for variant in VARIANTS)
     command = "python benchmarks/sft_memory.py " + " ".join(sys.argv[1:])
     lines = [
         f"Command: `{command.strip()}`  ",
         f"Machine: {machine()}, {torch.get_num_threads()} threads; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; "
         f"{args.backbone} + the configured LoRA adapter, one {args.tokens}-token example, loss on every token, "
-        f"{args.steps - 1} timed forward + backward passes after a warm-up, one process per variant.",
+        f"{args.steps - 1} timed forward + backward passes after a warm-up, one process per variant; the third "
+        f"adapts the top {args.top_layers} layers only.",
         "",
         "| variant | peak RSS (GB) | s/pass | LoRA gradient norm | memory vs kept | time vs kept |",
         "|---|---:|---:|---:|---:|---:|",
