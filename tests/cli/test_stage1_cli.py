@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from eagrl.errors import ConfigError
 from eagrl.policy.backbone import attach_lora, byte_tokenizer
 from eagrl.policy.sft import IGNORE, ChatExample, tokenize_example
 from tests.conftest import compose_config, kill_when, run_cli
@@ -176,6 +177,39 @@ def test_label_only_sft_changes_every_trainable_parameter(searched):
     for name, weight in trained.items():
         start = initial[name.replace(".weight", ".default.weight")]
         assert not torch.allclose(weight, start), f"{name} did not change"
+
+
+def test_expert_label_examples_name_the_experts_salient_set_and_the_labels_answer(searched):
+    from eagrl.cli.sft import load_examples
+    from eagrl.experts.salient import expert_importance
+
+    tmp, _ = searched
+    overrides = [*SFT, "sft=expert_label", "salient.expert=gru", f"paths.artifact_dir={tmp / 'artifacts'}"]
+    cfg = compose_config("sft", overrides, tmp)
+    examples, source = load_examples(cfg)
+    path, importance = expert_importance(cfg)
+    assert source == path and len(examples) == 96
+    labels = {record.patient_id: record.label for record in _train_records(cfg)}
+    for example in examples:
+        ranking = list(importance.loc[example.patient_id, "ranking"])
+        head, answer = example.completion.split("</Important Features>")
+        names = head.removeprefix("<Important Features>").strip().split("; ")
+        assert 1 <= len(names) <= cfg.salient.top_k and all(name in example.messages[1]["content"] for name in names)
+        # the expert's order, best first: each name outranks the next
+        assert [ranking.index(name) for name in names] == sorted(ranking.index(name) for name in names)
+        assert answer.strip() == f"<Final answer> {['0.10', '0.90'][labels[example.patient_id]]} </Final answer>"
+    broken = compose_config("sft", [*overrides, "sft.completion='{label} {probability}'"], tmp)
+    with pytest.raises(ConfigError, match="its fields are"):
+        load_examples(broken)
+
+
+def _train_records(cfg):
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.datamodule)
+    datamodule.prepare_data()
+    datamodule.setup()
+    return datamodule.patients("train", cfg.task, cfg.prompt)[0]
 
 
 def test_prompt_tokens_are_masked_and_the_turn_ends():

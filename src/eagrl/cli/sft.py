@@ -3,6 +3,7 @@
     eagrl-sft dataset=tjh backbone=smollm2_135m                  # on the newest eagrl-mcts selection
     eagrl-sft trajectories=artifacts/mcts/tjh/mortality/smollm2_135m/<hash>
     eagrl-sft sft=label_only                                     # baseline: the probability, no reasoning
+    eagrl-sft sft=expert_label                                   # no search: the expert's features and the label
     eagrl-evaluate adapter=artifacts/sft/tjh/mortality/smollm2_135m/trajectory-<hash>
 
 Artifacts go to ``<paths.artifact_dir>/sft/<dataset>/<task>/<backbone>/<mode>-<hash>/``: the LoRA adapter
@@ -48,7 +49,7 @@ from eagrl.utils.rng import RNGState
 
 log = logging.getLogger(__name__)
 
-MODES = ("trajectory", "label_only")
+MODES = ("trajectory", "label_only", "expert_label")
 
 
 def trajectory_file(cfg: DictConfig) -> Path:
@@ -65,7 +66,10 @@ def trajectory_file(cfg: DictConfig) -> Path:
 
 
 def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
-    """The chat examples of ``sft.mode`` and the trajectories file they came from (None for label-only)."""
+    """The chat examples of ``sft.mode`` and the file their completions came from: the trajectories, the expert's
+    importance (expert-label) or None (label-only). Label-only and expert-label completions are ``sft.completion``
+    with the patient's ``{label}`` (0 or 1), ``{answer}`` (``sft.label_answers[label]``) and ``{features}``
+    (expert-label: C_exp)."""
     from eagrl.policy.sft import ChatExample
 
     if cfg.sft.mode == "trajectory":
@@ -92,11 +96,41 @@ def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
     datamodule.prepare_data()
     datamodule.setup()
     records, prompts = datamodule.patients("train", cfg.task, cfg.prompt)
-    examples = [
-        ChatExample(record.patient_id, prompt.messages(), cfg.sft.completion.format(label=record.label))
-        for record, prompt in zip(records, prompts, strict=True)
+    source, features = expert_feature_lists(cfg, records, prompts) if cfg.sft.mode == "expert_label" else (None, None)
+    answers = cfg.sft.get("label_answers")
+    try:
+        examples = [
+            ChatExample(
+                record.patient_id,
+                prompt.messages(),
+                cfg.sft.completion.format(
+                    label=record.label,
+                    answer=answers[record.label] if answers else record.label,
+                    features=features[i] if features else "",
+                ),
+            )
+            for i, (record, prompt) in enumerate(zip(records, prompts, strict=True))
+        ]
+    except (KeyError, IndexError) as error:
+        raise ConfigError(
+            f"sft.completion={cfg.sft.completion!r}: its fields are {{label}}, {{answer}} (sft.label_answers) and "
+            f"{{features}} ({type(error).__name__}: {error})"
+        ) from None
+    return examples, source
+
+
+def expert_feature_lists(cfg: DictConfig, records: list, prompts: list) -> tuple[Path, list[str]]:
+    """The guiding expert's importance file and, per patient, C_exp written as the policy writes its feature list:
+    the expert's top ``salient.top_k`` features among those the prompt shows with a value, joined by ``"; "``."""
+    from eagrl.experts.salient import check_patients, expert_importance, salient_features
+
+    path, importance = expert_importance(cfg)
+    check_patients(importance, [record.patient_id for record in records], path)
+    lists = [
+        "; ".join(salient_features(importance.loc[pid, "ranking"], prompt.observed_features, cfg.salient.top_k))
+        for pid, prompt in zip([record.patient_id for record in records], prompts, strict=True)
     ]
-    return examples, None
+    return path, lists
 
 
 def split_by_patient(patient_ids: list[str], val_fraction: float, seed: int) -> set[str]:
@@ -156,7 +190,7 @@ def run(cfg: DictConfig) -> dict:
     threads = configure_threads(cfg.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     examples, source = load_examples(cfg)
-    inputs = {"trajectories": file_digest(source)} if source else {}
+    inputs = {"trajectories" if cfg.sft.mode == "trajectory" else "expert": file_digest(source)} if source else {}
     target = artifact_dir(cfg, inputs)
     if (metrics := finished_metrics(target, cfg.overwrite)) is not None:
         log.info("adapter already trained: %s (overwrite=true retrains)", target)
@@ -219,9 +253,8 @@ def run(cfg: DictConfig) -> dict:
             )
         model.save_pretrained(target)
         logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
-        write_adapter_info(
-            target, cfg, f"sft-{cfg.sft.mode}", inputs=inputs, trajectories=str(source) if source else None
-        )
+        trajectories = str(source) if cfg.sft.mode == "trajectory" else None
+        write_adapter_info(target, cfg, f"sft-{cfg.sft.mode}", inputs=inputs, trajectories=trajectories)
         train_tokens = sum(len(item["input_ids"]) for item in train_items) * cfg.sft.epochs
         metrics = {
             "dataset": cfg.dataset.name,

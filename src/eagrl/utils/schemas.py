@@ -101,7 +101,7 @@ class SalientSchema:
 
 @dataclass
 class SFTSchema:
-    """``conf/sft/*.yaml``: trajectory or label-only SFT."""
+    """``conf/sft/*.yaml``: trajectory, label-only or expert-label SFT."""
 
     mode: str
     lr: float
@@ -119,6 +119,7 @@ class SFTSchema:
     on_nonfinite: str
     max_length: int | None = None
     completion: str | None = None
+    label_answers: list[str] | None = None
 
 
 @dataclass
