@@ -1,11 +1,11 @@
-"""The canary comparison (issue 16) from the pipeline runs of experiments/canary.sh: base, trajectory SFT, GRPO and
-EAG-RL on the synthetic cohort's test split, over the training seeds.
+"""The canary comparison (issue 16) from the pipeline runs of experiments/canary.sh: base, Stage-1 SFT (trajectory or
+expert-label), GRPO and EAG-RL on the synthetic cohort's test split, over the training seeds.
 
     python experiments/canary_compare.py logs/canary/runs/<stamp> [--benchmarks BENCHMARKS.md]
 
-Reads ``<run>/eagrl-seed<S>/`` (eagrl-pipeline experiment=canary seed=S: baseline:pqd, evaluate:sft, evaluate:rl) and
-``<run>/grpo-seed<S>/`` (the same with rl=grpo ablation=no_ratt). Per method: test AUROC / AUPRC (mean ± std over
-seeds), the mean Jaccard of each patient's declared features with the planted set (dataset.planted), parse
+Reads ``<run>/eagrl-seed<S>/`` (eagrl-pipeline experiment=canary or canary_expert_label, seed=S: the base model's
+baseline:<prompt>, evaluate:sft, evaluate:rl) and ``<run>/grpo-seed<S>/`` (the same with rl=grpo
+ablation=no_ratt). Per method: test AUROC / AUPRC (mean ± std over seeds), the mean Jaccard of each patient's declared features with the planted set (dataset.planted), parse
 failures; paired bootstrap 95 % CIs of the differences EAG-RL − GRPO, EAG-RL − SFT and EAG-RL − base (the same
 resampled patients for both methods and every seed; the statistic is the mean over seeds of the per-seed
 difference); from the RL histories: R_att first vs last steps, the adaptive-band fraction, the validation curve;
@@ -28,10 +28,10 @@ from eagrl.evaluation.metrics import point_metrics
 from eagrl.policy.parsing import READ_STATUSES
 from eagrl.rewards import jaccard
 
-#: method name -> (pipeline run prefix, stage folder)
+#: method name -> (pipeline run prefix, stage folder; the base model's folder is baseline:<its prompt style>)
 METHODS = {
-    "base (PQD)": ("eagrl", "baseline:pqd"),
-    "trajectory SFT": ("eagrl", "evaluate:sft"),
+    "base": ("eagrl", "baseline:*"),
+    "Stage-1 SFT": ("eagrl", "evaluate:sft"),
     "GRPO (R_att 0, fixed clip)": ("grpo", "evaluate:rl"),
     "EAG-RL": ("eagrl", "evaluate:rl"),
 }
@@ -47,9 +47,10 @@ def predictions(run: Path, method: str, seed: int, first_seed: int) -> pd.DataFr
     """One method's test predictions of one seed (the base model is run once, with the first seed), indexed by
     patient id; None when that run is missing."""
     prefix, stage = METHODS[method]
-    folder = run / f"{prefix}-seed{first_seed if method.startswith('base') else seed}" / stage
-    if not (folder / "metrics.json").is_file():
+    folders = sorted((run / f"{prefix}-seed{first_seed if method == 'base' else seed}").glob(stage))
+    if not folders or not (folders[0] / "metrics.json").is_file():
         return None
+    folder = folders[0]
     metrics = json.loads((folder / "metrics.json").read_text())
     frame = pd.read_parquet(Path(metrics["artifact_dir"]) / "predictions.parquet")
     return frame.set_index("patient_id").sort_index()
@@ -112,11 +113,13 @@ def adapter_difference(first: Path, second: Path) -> float:
 def table(run: Path) -> str:
     """The markdown block of the comparison."""
     seeds = seeds_of(run)
-    planted = list(OmegaConf.load(run / f"eagrl-seed{seeds[0]}" / ".hydra" / "config.yaml").dataset.planted)
+    config = OmegaConf.load(run / f"eagrl-seed{seeds[0]}" / ".hydra" / "config.yaml")
+    planted = list(config.dataset.planted)
     frames = {method: [predictions(run, method, seed, seeds[0]) for seed in seeds] for method in METHODS}
     lines = [
         f"Seeds {seeds}; test split of the synthetic cohort ({len(frames['EAG-RL'][0])} patients); planted features "
-        f"{planted}; score: {score_name(run, seeds[0])}.",
+        f"{planted}; score: {score_name(run, seeds[0])}; prompt {config.prompt.style}; Stage 1 sft.mode="
+        f"{config.sft.mode}.",
         "",
         "| method | AUROC | AUPRC | Jaccard(declared, planted) | parse failures |",
         "|---|---|---|---|---|",
@@ -135,7 +138,7 @@ def table(run: Path) -> str:
         )
     lines += ["", "Paired bootstrap (1,000 resamples of the test patients, the same for both methods and every seed):",
               "", "| difference | AUROC (points) | Jaccard with the planted set |", "|---|---|---|"]  # fmt: skip
-    for other in ("GRPO (R_att 0, fixed clip)", "trajectory SFT", "base (PQD)"):
+    for other in ("GRPO (R_att 0, fixed clip)", "Stage-1 SFT", "base"):
         if any(frame is None for frame in frames[other] + frames["EAG-RL"]):
             continue
         area = paired_difference(frames["EAG-RL"], frames[other], auroc_of)
@@ -180,6 +183,12 @@ def score_name(run: Path, seed: int) -> str:
     return str(metrics.get("score", "greedy"))
 
 
+def experiment_of(run: Path) -> str:
+    """The experiment config the run's pipelines composed (canary or canary_expert_label)."""
+    seed = seeds_of(run)[0]
+    return str(OmegaConf.load(run / f"eagrl-seed{seed}" / ".hydra" / "hydra.yaml").hydra.runtime.choices.experiment)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the experiments/canary.sh run folder")
@@ -190,13 +199,19 @@ def main() -> None:
     if args.benchmarks:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         text = args.benchmarks.read_text()
-        start, end = "<!-- canary_comparison:start -->", "<!-- canary_comparison:end -->"
-        header = f"Command: `bash experiments/canary.sh` (run {args.run}), commit {commit}, 2-core CPU, no GPU."
+        experiment = experiment_of(args.run)
+        name = "canary_comparison" if experiment == "canary" else f"canary_comparison_{experiment}"
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        command = "bash experiments/canary.sh"
+        if experiment != "canary":
+            command = f"EXPERIMENT={experiment} {command}"
+        header = f"Command: `{command}` (run {args.run}), commit {commit}, 2-core CPU, no GPU."
         body = f"{start}\n{header}\n\n{block}\n{end}"
         if start in text:
             text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
         else:
-            text = text.rstrip() + "\n\n## Canary: base, SFT, GRPO and EAG-RL over seeds\n\n" + body + "\n"
+            title = f"## Canary (experiment={experiment}): base, SFT, GRPO and EAG-RL over seeds"
+            text = text.rstrip() + f"\n\n{title}\n\n" + body + "\n"
         args.benchmarks.write_text(text)
 
 

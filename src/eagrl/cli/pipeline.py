@@ -131,14 +131,14 @@ class Pipeline:
         else:
             trajectories = []
         if "sft" in stages:
-            sft = self.stage("sft", "sft", trajectories)
+            sft = self.stage("sft", "sft", [*expert_dir, *trajectories])
         if "rl" in stages:
             start = [f"init.adapter={sft['artifact_dir']}"] if sft else []
             rl = self.stage("rl", "rl", [*expert_dir, *start])
         if "evaluate" in stages:
             for name, trained in (("sft", sft), ("rl", rl)):
                 if trained is not None:
-                    self.stage(f"evaluate:{name}", "evaluate", ["prompt=pqd", f"adapter={trained['artifact_dir']}"])
+                    self.stage(f"evaluate:{name}", "evaluate", [f"adapter={trained['artifact_dir']}"])
         if "report" in stages:
             self.report(expert, rl)
         return self.results
