@@ -4,12 +4,12 @@ expert-label), GRPO and EAG-RL on the synthetic cohort's test split, over the tr
     python experiments/canary_compare.py logs/canary/runs/<stamp> [--benchmarks BENCHMARKS.md]
 
 Reads ``<run>/eagrl-seed<S>/`` (eagrl-pipeline experiment=canary or canary_expert_label, seed=S: the base model's
-baseline:<prompt>, evaluate:sft, evaluate:rl) and ``<run>/grpo-seed<S>/`` (the same with rl=grpo
-ablation=no_ratt). Per method: test AUROC / AUPRC (mean ± std over seeds), the mean Jaccard of each patient's declared features with the planted set (dataset.planted), parse
-failures; paired bootstrap 95 % CIs of the differences EAG-RL − GRPO, EAG-RL − SFT and EAG-RL − base (the same
-resampled patients for both methods and every seed; the statistic is the mean over seeds of the per-seed
-difference); from the RL histories: R_att first vs last steps, the adaptive-band fraction, the validation curve;
-and the largest absolute difference between the EAG-RL and GRPO adapters of a seed.
+baseline:<prompt>, evaluate:sft, evaluate:rl) and ``<run>/grpo-seed<S>/`` (the same with rl=grpo ablation=no_ratt). Per
+method: test AUROC / AUPRC (mean ± std over seeds), the mean Jaccard of each patient's declared features with the
+planted set (dataset.planted), parse failures; paired bootstrap 95 % CIs of the differences EAG-RL − GRPO, EAG-RL − SFT
+and EAG-RL − base (the same resampled patients for both methods and every seed; the statistic is the mean over seeds of
+the per-seed difference); from the RL histories: R_att first vs last steps, the adaptive-band fraction, the validation
+curve; and the largest absolute difference between the EAG-RL and GRPO adapters of a seed.
 """
 
 from __future__ import annotations
