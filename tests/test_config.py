@@ -59,6 +59,22 @@ def test_every_experiment_composes_with_every_stage_that_has_its_groups(experime
     OmegaConf.to_container(cfg, resolve=True)
 
 
+@pytest.mark.parametrize(
+    ("experiment", "entry"),
+    [
+        (experiment, entry)
+        for experiment in GROUPS["experiment"]
+        for entry in ENTRIES
+        if "backbone" in _groups_of(entry) and entry != "pipeline"
+    ],
+)
+def test_every_experiment_reaches_every_policy_stage(experiment, entry, tmp_path):
+    """The pipeline composes each stage without the experiment when they do not compose (an experiment that
+    overrides a group the stage lacks): a stage that runs the policy must never lose the experiment that way."""
+    cfg = compose_config(entry, [f"experiment={experiment}"], tmp_path)
+    assert cfg.backbone.name == compose_config("pipeline", [f"experiment={experiment}"], tmp_path).backbone.name
+
+
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_every_entry_config_composes(entry, tmp_path):
     cfg = compose_config(entry, [], tmp_path)
