@@ -3,8 +3,12 @@ middle and a rerun that redoes no finished stage."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from eagrl.utils.artifacts import file_digest
 from tests.conftest import kill_when, run_cli
 
 PIPELINE = [
@@ -35,3 +39,24 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
     again = run_cli("pipeline", PIPELINE, tmp_path)
     assert again.returncode == 0
     assert again.stdout.count("already") + again.stderr.count("already") >= 5  # every stage only reports
+
+
+@pytest.mark.slow
+def test_pipeline_without_the_search_trains_stage_one_on_its_experts_features(tmp_path):
+    """stages without mcts and sft=expert_label (experiment=canary_expert_label's shape): SFT reads the importance
+    file of the expert this pipeline trained, and RL starts from that adapter."""
+    overrides = [
+        *PIPELINE,
+        "stages=[expert,sft,rl]",
+        "stage_overrides.sft=['sft=expert_label','sft.val_score=null']",
+        "stage_overrides.rl=['rl.steps=1']",
+    ]
+    result = run_cli("pipeline", overrides, tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    (importance,) = (tmp_path / "artifacts").rglob("expert/**/gru/*/importance.parquet")
+    (info_path,) = (tmp_path / "artifacts").rglob("sft/**/expert_label-*/eagrl_adapter.json")
+    info = json.loads(info_path.read_text())
+    assert info["method"] == "sft-expert_label"
+    assert info["inputs"] == {"expert": file_digest(importance)}
+    (rl_info,) = (tmp_path / "artifacts").rglob("rl/**/eagrl_adapter.json")
+    assert Path(json.loads(rl_info.read_text())["init_adapter"]).resolve() == info_path.parent.resolve()
