@@ -62,3 +62,11 @@ def test_a_truncated_checkpoint_is_refused(tmp_path):
     checkpoint.write_bytes(checkpoint.read_bytes()[:-200])
     with pytest.raises(ArtifactError, match=r"last\.ckpt: unreadable checkpoint"):
         resumable(checkpoint)
+
+
+def test_config_hash_ignores_the_pipelines_own_keys(tmp_path):
+    """An experiment that sets the pipeline's stages or baselines puts them in every stage's config: the GRPO arm of
+    experiments/canary.sh (baselines=[]) must still reuse the EAG-RL arm's Stage-1 adapter."""
+    cfg = compose_config("sft", ["experiment=canary_expert_label"], tmp_path)
+    other = compose_config("sft", ["experiment=canary_expert_label", "baselines=[]", "stages=[sft]"], tmp_path)
+    assert other.baselines == [] and config_hash(other) == config_hash(cfg)

@@ -27,6 +27,8 @@ UNSEALED = ("checkpoints",)
 #: config keys (dotted) that do not change a stage's result: where files go, how it is logged or launched
 VOLATILE_KEYS = (
     "paths", "logger", "hydra", "num_threads", "overwrite", "show_prompt",
+    # the pipeline's own keys, which an experiment may set and every stage's config then carries
+    "stages", "baselines", "stage_overrides", "tags",
     "trainer.default_root_dir", "datamodule.raw_source", "datamodule.data_dir", "datamodule.num_workers",
     "generation.batch_size",
 )  # fmt: skip
