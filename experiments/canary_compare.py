@@ -118,8 +118,8 @@ def table(run: Path) -> str:
     frames = {method: [predictions(run, method, seed, seeds[0]) for seed in seeds] for method in METHODS}
     lines = [
         f"Seeds {seeds}; test split of the synthetic cohort ({len(frames['EAG-RL'][0])} patients); planted features "
-        f"{planted}; score: {score_name(run, seeds[0])}; prompt {config.prompt.style}; Stage 1 sft.mode="
-        f"{config.sft.mode}.",
+        f"{planted}; score: {score_name(run, seeds[0])}; prompt {config.prompt.style}; Stage 1: "
+        f"{evaluation(run, seeds[0], 'sft').get('method', 'missing')}.",
         "",
         "| method | AUROC | AUPRC | Jaccard(declared, planted) | parse failures |",
         "|---|---|---|---|---|",
@@ -177,10 +177,15 @@ def fmt(values, scale: float = 100) -> str:
     return f"{values.mean():.1f} ± {values.std():.1f}" if scale == 100 else f"{values.mean():.3f} ± {values.std():.3f}"
 
 
+def evaluation(run: Path, seed: int, adapter: str) -> dict:
+    """metrics.json of the EAG-RL pipeline's test evaluation of its ``adapter`` (sft or rl); empty when missing."""
+    path = run / f"eagrl-seed{seed}" / f"evaluate:{adapter}" / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def score_name(run: Path, seed: int) -> str:
     """The score the evaluations used (metrics.json ``score``)."""
-    metrics = json.loads((run / f"eagrl-seed{seed}" / "evaluate:rl" / "metrics.json").read_text())
-    return str(metrics.get("score", "greedy"))
+    return str(evaluation(run, seed, "rl").get("score", "greedy"))
 
 
 def experiment_of(run: Path) -> str:
