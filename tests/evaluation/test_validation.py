@@ -1,4 +1,5 @@
-"""The best-on-validation adapter: ties keep the earlier policy, NaN never wins, the state survives a checkpoint."""
+"""The best-on-validation adapter: ties keep the earlier policy, NaN never wins, the state survives a checkpoint,
+the metric is a choice."""
 
 from __future__ import annotations
 
@@ -35,3 +36,13 @@ def test_the_earliest_of_the_best_aurocs_is_restored_and_nan_never_wins():
     with torch.no_grad():
         model[0].weight.zero_()
     assert resumed.restore(model)["step"] == 1.0 and torch.equal(model[0].weight, torch.full((2, 3), 1.0))
+
+
+def test_selecting_on_the_validation_reward_ignores_auroc():
+    model, best = _model(), BestAdapter(metric="reward")
+    rows = [(0.9, -0.4), (0.7, -0.1), (0.95, -0.3)]  # (AUROC, mean reward): the reward's best is step 1
+    for step, (auroc, reward) in enumerate(rows):
+        with torch.no_grad():
+            model[0].weight.fill_(float(step))
+        best.offer(model, {"step": float(step), "auroc": auroc, "reward": reward})
+    assert best.restore(model)["step"] == 1.0 and torch.equal(model[0].weight, torch.full((2, 3), 1.0))

@@ -186,17 +186,20 @@ def test_adaptive_band_holds_tokens_and_eagrl_trains_another_adapter_than_grpo(m
     )  # fmt: skip
 
 
-def test_validation_every_n_steps_keeps_the_best_adapter():
+@pytest.mark.parametrize("select_on", ["auroc", "reward"])
+def test_validation_every_n_steps_keeps_the_best_adapter(select_on):
     model, tokenizer, prompts = toy_policy()
     rl = RLConfig(steps=2, prompts_per_step=2, group_size=2, lr=5e-2, max_new_tokens=6, batch_size=8,
-                  val_every_steps=1, val_score="token_expectation")  # fmt: skip
+                  val_every_steps=1, val_score="token_expectation", select_on=select_on)  # fmt: skip
     module = PolicyRLModule(model, tokenizer, prompts, rl, reward=letters, val_prompts=prompts)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(module, step_loader(rl.steps))
     assert [row["step"] for row in module.validations] == [0.0, 1.0, 2.0]
     assert all(0.0 <= row["auroc"] <= 1.0 for row in module.validations)
-    best = max(module.validations, key=lambda row: row["auroc"])  # ties: the earliest
+    # the greedy answers are rewarded too: the mean of the toy reward (a share of letters) and of its terms
+    assert all(0.0 <= row["reward"] <= 1.0 and row["reward_cls"] == row["reward"] for row in module.validations)
+    best = max(module.validations, key=lambda row: row[select_on])  # ties: the earliest
     selected = module.best.restore(model)
     assert selected["step"] == best["step"]
     for name, parameter in model.named_parameters():

@@ -9,7 +9,8 @@ The policy continues training the Stage-1 LoRA adapter (``init.from=sft``) in ``
 ratios of a bf16 policy are noisy); the KL reference is the starting policy: a frozen second copy of the starting
 adapter on the same base weights (for ``init.from=base``, the base model with the adapter disabled). Every
 ``rl.val_every_steps`` steps the validation patients are answered and scored (``rl.val_score``); the adapter with the
-best validation AUROC is the one saved and reported (the last one goes to ``last/``). Artifacts go to
+best validation ``rl.select_on`` (AUROC, or the mean reward of the greedy answers) is the one saved and reported
+(the last one goes to ``last/``). Artifacts go to
 ``<paths.artifact_dir>/rl/<dataset>/<task>/<backbone>/<rl.name>-<ablation>-<hash>/``: the adapter (loadable by
 ``eagrl-evaluate adapter=<folder>``), ``eagrl_adapter.json``, ``history.csv`` (every step's rewards, ε_high,
 clip and adaptive-band fractions, entropy, KL, lengths, parse failures, timings), ``validation.csv``,
@@ -35,6 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 from eagrl.cli.evaluate import ADAPTER_INFO, write_adapter_info
 from eagrl.errors import ConfigError
 from eagrl.evaluation.plots import training_curves
+from eagrl.evaluation.validation import COLUMNS as VALIDATION_COLUMNS
+from eagrl.evaluation.validation import REWARD_COLUMNS
 from eagrl.experts.salient import check_patients, expert_importance, importance_distribution, salient_features
 from eagrl.utils.artifacts import config_hash, file_digest, find_artifact, finished_metrics, resumable, seal
 from eagrl.utils.config import typed
@@ -80,9 +83,7 @@ def build_prompts(cfg: DictConfig, datamodule, tokenizer, importance, split: str
                 patient_id=record.patient_id,
                 label=record.label,
                 prompt_ids=ids,
-                expert_features=tuple(
-                    salient_features(row["ranking"], prompt.observed_features, cfg.salient.top_k)
-                ),
+                expert_features=tuple(salient_features(row["ranking"], prompt.observed_features, cfg.salient.top_k)),
                 feature_names=prompt.feature_order,
                 feature_spans=tuple(spans),
                 expert_distribution=importance_distribution(row["importance"], names, prompt.feature_order),
@@ -194,13 +195,13 @@ def run(cfg: DictConfig) -> dict:
             trainer.fit(module, step_loader(rl.steps), ckpt_path=resume)
         seconds = time.perf_counter() - started
         history = pd.DataFrame(module.history)
-        validations = pd.DataFrame(module.validations, columns=["step", "auroc", "auprc", "parse_failure", "seconds"])
+        validations = pd.DataFrame(module.validations, columns=["step", *VALIDATION_COLUMNS, *REWARD_COLUMNS])
         metrics = summarise(cfg, history, seconds, threads, target, resume is not None)
         if trainer.is_global_zero:  # one writer under data-parallel training
             model.save_pretrained(target / "last", selected_adapters=["default"])
             selected = module.best.restore(model)
             metrics["selected"] = (
-                {"by": "validation auroc", "score": rl.val_score, **selected}
+                {"by": f"validation {rl.select_on}", "score": rl.val_score, **selected}
                 if selected
                 else {"by": "last step (not validated)"}
             )

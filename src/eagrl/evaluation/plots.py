@@ -50,16 +50,17 @@ CURVES = (
 
 def training_curves(history: pd.DataFrame, validations: pd.DataFrame, path: Path, title: str = "") -> Path:
     """One PNG of an RL run against its step: the mean reward and its parts, the adaptive-band fraction (the
-    ``history.csv`` columns of :data:`CURVES` that the run logged) and the validation AUROC / AUPRC
-    (``validation.csv``, when the run was validated)."""
+    ``history.csv`` columns of :data:`CURVES` that the run logged) and the validation AUROC / AUPRC and R_att of the
+    greedy answers (``validation.csv``, when the run was validated)."""
     panels = [(column, name) for column, name in CURVES if column in history]
     figure, axes = plt.subplots(1, len(panels) + 1, figsize=(3.2 * (len(panels) + 1), 3))
     for axis, (column, name) in zip(axes, panels, strict=False):
         axis.plot(history["step"], history[column], marker=".")
         axis.set(xlabel="RL step", title=name)
     if len(validations):
-        for metric in ("auroc", "auprc"):
-            axes[-1].plot(validations["step"], validations[metric], marker="o", label=metric.upper())
+        for metric, name in (("auroc", "AUROC"), ("auprc", "AUPRC"), ("reward_att", "R_att")):
+            if metric in validations and validations[metric].notna().any():
+                axes[-1].plot(validations["step"], validations[metric], marker="o", label=name)
         axes[-1].legend(fontsize=8)
     axes[-1].set(xlabel="RL steps done", title="validation", ylim=(0, 1.02))
     if title:
@@ -68,4 +69,3 @@ def training_curves(history: pd.DataFrame, validations: pd.DataFrame, path: Path
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-

@@ -4,6 +4,7 @@ split, never on test.
 
     row = validate_policy(engine, prompt_ids, labels, max_new_tokens=128, method="token_expectation")
     best.offer(model, row)          # keeps a copy of the adapter when row["auroc"] is the best so far
+    BestAdapter(metric="reward")    # or when the validation reward is (RL: rl.select_on=reward)
     best.restore(model)             # the reported adapter
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -21,14 +22,17 @@ import torch
 
 from eagrl.evaluation.metrics import point_metrics
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
-from eagrl.policy.parsing import FeatureVocabulary, parse_answer
+from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
 from eagrl.policy.scoring import score_answers
+from eagrl.rewards.functions import RewardTerms
 
 log = logging.getLogger(__name__)
 
 #: columns of a validation row (``validation.csv``): when (SFT epoch or RL step), AUROC / AUPRC (0–1), the fraction
-#: of answers that failed to parse, and the validation's wall seconds
+#: of answers that failed to parse, the validation's wall seconds and, when the run has a reward (RL), the mean reward
+#: of the greedy answers and of its terms R_cls and R_att (over the parsed answers)
 COLUMNS = ("auroc", "auprc", "parse_failure", "seconds")
+REWARD_COLUMNS = ("reward", "reward_cls", "reward_att")
 
 
 @torch.no_grad()
@@ -40,6 +44,7 @@ def validate_policy(
     max_new_tokens: int,
     method: str,
     vocabulary: FeatureVocabulary | None = None,
+    reward_of: Callable[[int, str, ParsedAnswer], RewardTerms] | None = None,
 ) -> dict[str, float]:
     """Greedy answers of the validation patients scored by ``method`` (:func:`~eagrl.policy.scoring.score_answers`).
 
@@ -50,37 +55,52 @@ def validate_policy(
         max_new_tokens: answer budget.
         method: ``greedy``, ``sample_mean`` or ``token_expectation``.
         vocabulary: reads declared features (the parse status only depends on it for feature lists).
+        reward_of: the reward of patient ``i``'s answer text and its parse; given, the row holds the mean reward
+            (parse failures at their penalty) and the means of R_cls and R_att over the parsed answers.
 
     Returns:
-        ``{"auroc", "auprc", "parse_failure", "seconds"}`` (AUROC / AUPRC in 0–1).
+        ``{"auroc", "auprc", "parse_failure", "seconds"}`` (AUROC / AUPRC in 0–1), plus ``reward``, ``reward_cls``
+        and ``reward_att`` with ``reward_of``.
     """
     started = time.perf_counter()
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop_strings=("</Final answer>",))
     texts = [answer[0].text for answer in engine.generate(prompt_ids, sampling)]
     probabilities, _ = score_answers(engine, prompt_ids, texts, method=method)
     scores = point_metrics(np.asarray(labels), probabilities)
-    return {
+    parsed = [parse_answer(text, vocabulary) for text in texts]
+    row = {
         "auroc": scores["auroc"],
         "auprc": scores["auprc"],
-        "parse_failure": float(np.mean([not parse_answer(text, vocabulary).parsed for text in texts])),
-        "seconds": time.perf_counter() - started,
+        "parse_failure": float(np.mean([not answer.parsed for answer in parsed])),
     }
+    if reward_of is not None:
+        terms = [reward_of(index, text, answer) for index, (text, answer) in enumerate(zip(texts, parsed, strict=True))]
+        row["reward"] = float(np.mean([term.total for term in terms]))
+        for column, values in (("reward_cls", [t.cls for t in terms]), ("reward_att", [t.att for t in terms])):
+            finite = [value for value in values if math.isfinite(value)]
+            row[column] = float(np.mean(finite)) if finite else math.nan
+    return row | {"seconds": time.perf_counter() - started}
 
 
 class BestAdapter:
-    """The trainable weights (name -> tensor copy) of the validation with the best AUROC so far, and that row.
+    """The trainable weights (name -> tensor copy) of the validation with the best ``metric`` so far, and that row.
 
-    Ties keep the earlier policy; a NaN AUROC (one class only) is never best. ``state_dict`` / ``load_state_dict``
-    carry it through checkpoints, so a resumed run reports the same adapter.
+    Ties keep the earlier policy; a NaN (an AUROC of one class only) is never best. ``state_dict`` /
+    ``load_state_dict`` carry it through checkpoints, so a resumed run reports the same adapter.
+
+    Args:
+        metric: the column of a validation row to maximise (``auroc`` or, in RL, ``reward``).
     """
 
-    def __init__(self):
+    def __init__(self, metric: str = "auroc"):
+        self.metric = metric
         self.row: dict[str, float] | None = None
         self.weights: dict[str, torch.Tensor] | None = None
 
     def offer(self, model: torch.nn.Module, row: dict[str, float]) -> bool:
-        """Keep ``model``'s trainable weights when ``row`` has the best AUROC so far; returns whether it did."""
-        if not math.isfinite(row["auroc"]) or (self.row is not None and row["auroc"] <= self.row["auroc"]):
+        """Keep ``model``'s trainable weights when ``row`` has the best ``metric`` so far; returns whether it did."""
+        value = row[self.metric]
+        if not math.isfinite(value) or (self.row is not None and value <= self.row[self.metric]):
             return False
         self.row = dict(row)
         self.weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}

@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 
 #: (prompt, answer text, parsed answer, internal attention agreement or None) -> reward terms
 RewardFunction = Callable[[RLPrompt, str, ParsedAnswer, float | None], RewardTerms]
+#: what picks the reported adapter among the validations: validation AUROC, or the mean reward of the greedy
+#: validation answers (the run's own objective: R_cls and, when its weight is non-zero, R_att)
+SELECT_ON = ("auroc", "reward")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class RLConfig:
     val_every_steps: int = 0
     val_patients: int | None = None
     val_score: str = "token_expectation"
+    select_on: str = "auroc"
     seed: int = 0
 
     def __post_init__(self):
@@ -114,9 +118,9 @@ class RLConfig:
                 f"rl.group_size must be >= 2 (advantages are relative within a group), got {self.group_size}"
             )
         if self.prompts_per_step < 1 or self.updates_per_step < 1 or self.ppo_epochs < 1 or self.steps < 0:
-            raise ConfigError(
-                "rl.prompts_per_step, rl.updates_per_step and rl.ppo_epochs must be >= 1, rl.steps >= 0"
-            )
+            raise ConfigError("rl.prompts_per_step, rl.updates_per_step and rl.ppo_epochs must be >= 1, rl.steps >= 0")
+        if self.select_on not in SELECT_ON:
+            raise ConfigError(f"rl.select_on={self.select_on!r}: use one of {', '.join(SELECT_ON)}")
         if self.val_score not in SCORE_METHODS:
             raise ConfigError(f"rl.val_score={self.val_score!r}: use one of {', '.join(SCORE_METHODS)}")
 
@@ -238,8 +242,9 @@ class PolicyRLModule(AdapterModule):
         reference_adapter: a frozen adapter of ``model`` holding the starting policy, the KL reference; None = the
             base model with adapters disabled (the start of a fresh adapter).
         val_prompts: validation patients, answered greedily and scored (``rl.val_score``) every
-            ``rl.val_every_steps`` steps and after the last one; the adapter with the best validation AUROC is kept
-            (:attr:`best`), the checkpoint a run reports (chosen on validation, never on test).
+            ``rl.val_every_steps`` steps and after the last one; the adapter with the best validation
+            ``rl.select_on`` (AUROC or mean reward) is kept (:attr:`best`), the checkpoint a run reports (chosen on
+            validation, never on test).
     """
 
     def __init__(
@@ -259,6 +264,11 @@ class PolicyRLModule(AdapterModule):
         self.model, self.tokenizer, self.prompts, self.rl = model, tokenizer, list(prompts), rl
         self.reward, self.vocabulary, self.probe_layers = reward, vocabulary, tuple(probe_layers)
         self.reference_adapter = reference_adapter
+        if rl.select_on == "reward" and self.probe_layers:
+            raise ConfigError(
+                "rl.select_on=reward reads R_att from declared features; reward.attention internal or both needs "
+                "a probe pass the validation does not make: use rl.select_on=auroc"
+            )
         self.engine = GenerationEngine(model, tokenizer, batch_size=rl.batch_size, progress=False)
         # one update per step: the scoring pass doubles as the update's forward pass (see sample_groups)
         self.fused = rl.updates_per_step == 1 and rl.ppo_epochs == 1
@@ -268,8 +278,8 @@ class PolicyRLModule(AdapterModule):
         self.val_prompts = list(val_prompts)
         #: one row per validation: the policy after ``step`` RL steps, its val AUROC / AUPRC and parse failures
         self.validations: list[dict[str, float]] = []
-        #: the adapter weights of the validation with the best AUROC, and that row
-        self.best = BestAdapter()
+        #: the adapter weights of the validation with the best ``rl.select_on``, and that row
+        self.best = BestAdapter(rl.select_on)
 
     # ---- Lightning plumbing -------------------------------------------------------------------------------------
     @property
@@ -332,8 +342,9 @@ class PolicyRLModule(AdapterModule):
         return completed % self.rl.val_every_steps == 0 or completed == self.rl.steps
 
     def validate(self, completed: int) -> dict[str, float]:
-        """Greedy answers of the validation patients, scored by ``rl.val_score``; logs ``val/auroc``, ``val/auprc``
-        and keeps a copy of the adapter when its AUROC is the best so far (:attr:`best`)."""
+        """Greedy answers of the validation patients, scored by ``rl.val_score`` and rewarded (R_att read from the
+        declared features); logs ``val/auroc``, ``val/auprc``, ``val/reward`` and its terms, and keeps a copy of the
+        adapter when its ``rl.select_on`` is the best so far (:attr:`best`)."""
         row = {"step": float(completed)}
         row.update(
             validate_policy(
@@ -343,6 +354,10 @@ class PolicyRLModule(AdapterModule):
                 max_new_tokens=self.rl.max_new_tokens,
                 method=self.rl.val_score,
                 vocabulary=self.vocabulary,
+                # the internal attention agreement needs a probe pass the validation does not make: no reward then
+                reward_of=None
+                if self.probe_layers
+                else lambda index, text, parsed: self.reward(self.val_prompts[index], text, parsed, None),
             )
         )
         self.validations.append(row)
