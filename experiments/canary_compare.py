@@ -83,8 +83,8 @@ def auroc_of(frame: pd.DataFrame, rows) -> float:
 
 
 def rl_summary(run: Path, prefix: str, seed: int) -> dict | None:
-    """R_att over training, the adaptive band and the validation curve of one RL run; None when that run is
-    missing."""
+    """R_att over training, the adaptive band, the validation curves and the selection rule of one RL run; None when
+    that run is missing."""
     path = run / f"{prefix}-seed{seed}" / "rl" / "metrics.json"
     if not path.is_file():
         return None
@@ -100,7 +100,10 @@ def rl_summary(run: Path, prefix: str, seed: int) -> dict | None:
         "band_fraction": float(history["band_fraction"].mean()),
         "clip_fraction": float(history["clip_fraction"].mean()),
         "val_auroc": " → ".join(f"{value:.2f}" for value in validation.get("auroc", [])),
+        # the validation answers' R_att (older runs did not log it)
+        "val_r_att": " → ".join(f"{value:.2f}" for value in validation.get("reward_att", [])) or "not logged",
         "selected_step": metrics.get("selected", {}).get("step"),
+        "selected_by": metrics.get("selected", {}).get("by", "?"),
     }
 
 
@@ -153,8 +156,8 @@ def table(run: Path) -> str:
     lines += [
         "",
         "| RL run | seed | R_att first → last steps | band fraction | clip fraction | val AUROC over training "
-        "| selected step | max abs adapter difference EAG-RL vs GRPO |",
-        "|---|---|---|---|---|---|---|---|",
+        "| val R_att over training | selected step (by) | max abs adapter difference EAG-RL vs GRPO |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for seed in seeds:
         summaries = {prefix: rl_summary(run, prefix, seed) for prefix in ("eagrl", "grpo")}
@@ -166,7 +169,7 @@ def table(run: Path) -> str:
             lines.append(
                 f"| {prefix} | {seed} | {summary['r_att_first']:.3f} → {summary['r_att_last']:.3f} | "
                 f"{summary['band_fraction']:.4f} | {summary['clip_fraction']:.4f} | {summary['val_auroc']} | "
-                f"{summary['selected_step']} | {difference} |"
+                f"{summary['val_r_att']} | {summary['selected_step']} ({summary['selected_by']}) | {difference} |"
             )
     return "\n".join(lines)
 
