@@ -1,15 +1,17 @@
 """The canary comparison (issue 16) from the pipeline runs of experiments/canary.sh: base, Stage-1 SFT (trajectory or
-expert-label), GRPO and EAG-RL on the synthetic cohort's test split, over the training seeds.
+expert-label), GRPO and EAG-RL on a cohort's test split (the synthetic canary, or a real one such as TJH with
+experiment=tjh_expert_label), over the training seeds.
 
     python experiments/canary_compare.py logs/canary/runs/<stamp> [--benchmarks BENCHMARKS.md]
 
-Reads ``<run>/eagrl-seed<S>/`` (eagrl-pipeline experiment=canary or canary_expert_label, seed=S: the base model's
-baseline:<prompt>, evaluate:sft, evaluate:rl) and ``<run>/grpo-seed<S>/`` (the same with rl=grpo ablation=no_ratt). Per
-method: test AUROC / AUPRC (mean ± std over seeds), the mean Jaccard of each patient's declared features with the
-planted set (dataset.planted), parse failures; paired bootstrap 95 % CIs of the differences EAG-RL − GRPO, EAG-RL − SFT
-and EAG-RL − base (the same resampled patients for both methods and every seed; the statistic is the mean over seeds of
-the per-seed difference); from the RL histories: R_att first vs last steps, the adaptive-band fraction, the validation
-curve; and the largest absolute difference between the EAG-RL and GRPO adapters of a seed.
+Reads ``<run>/eagrl-seed<S>/`` (eagrl-pipeline experiment=<the run's>, seed=S: the expert, the base model's
+baseline:<prompt>, evaluate:sft, evaluate:rl) and ``<run>/grpo-seed<S>/`` (the same with rl=grpo ablation=no_ratt).
+Per method: test AUROC / AUPRC (mean ± std over seeds), the mean Jaccard of each patient's declared features with
+the guiding expert's C_exp of that patient and, on the canary, with the planted set (dataset.planted), parse
+failures; paired bootstrap 95 % CIs of the differences EAG-RL − GRPO, EAG-RL − SFT and EAG-RL − base (the same
+resampled patients for both methods and every seed; the statistic is the mean over seeds of the per-seed
+difference); from the RL histories: R_att first vs last steps, the adaptive-band fraction, the validation curves
+and the selection rule; and the largest absolute difference between the EAG-RL and GRPO adapters of a seed.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from safetensors.numpy import load_file
 
 from eagrl.evaluation.metrics import point_metrics
+from eagrl.experts.salient import salient_features
 from eagrl.policy.parsing import READ_STATUSES
 from eagrl.rewards import jaccard
 
@@ -36,6 +40,8 @@ METHODS = {
     "EAG-RL": ("eagrl", "evaluate:rl"),
 }
 RESAMPLES = 1000
+#: the data module the pipeline's stages compose (the pipeline's own config has none)
+DATAMODULE = Path(__file__).resolve().parents[1] / "conf" / "datamodule" / "ehr.yaml"
 
 
 def seeds_of(run: Path) -> list[int]:
@@ -59,6 +65,28 @@ def predictions(run: Path, method: str, seed: int, first_seed: int) -> pd.DataFr
 def planted_jaccard(frame: pd.DataFrame, planted: list[str]) -> np.ndarray:
     """(patients,) Jaccard of each patient's declared features with the planted set."""
     return np.array([jaccard(list(features), planted) for features in frame["features"]])
+
+
+def expert_jaccard(frame: pd.DataFrame, expert: dict[str, list[str]]) -> np.ndarray:
+    """(patients,) Jaccard of each patient's declared features with that patient's C_exp (``expert_sets``)."""
+    return np.array([jaccard(list(features), expert[pid]) for pid, features in frame["features"].items()])
+
+
+def expert_sets(run: Path, config: DictConfig, seed: int) -> dict[str, list[str]]:
+    """Each test patient's C_exp as R_att reads it: the guiding expert's top ``salient.top_k`` among the features
+    the patient's prompt shows with a value (the expert of the seed's pipeline run, its importance file)."""
+    metrics = json.loads((run / f"eagrl-seed{seed}" / "expert" / "metrics.json").read_text())
+    importance = pd.read_parquet(Path(metrics["artifact_dir"]) / "importance.parquet").set_index("patient_id")
+    datamodule = instantiate(OmegaConf.merge(config, {"datamodule": OmegaConf.load(DATAMODULE)}).datamodule)
+    datamodule.prepare_data()
+    datamodule.setup()
+    records, prompts = datamodule.patients("test", config.task, config.prompt)
+    return {
+        record.patient_id: salient_features(
+            importance.loc[record.patient_id, "ranking"], prompt.observed_features, config.salient.top_k
+        )
+        for record, prompt in zip(records, prompts, strict=True)
+    }
 
 
 def paired_difference(first: list[pd.DataFrame], second: list[pd.DataFrame], statistic, seed: int = 0) -> dict:
@@ -117,42 +145,48 @@ def table(run: Path) -> str:
     """The markdown block of the comparison."""
     seeds = seeds_of(run)
     config = OmegaConf.load(run / f"eagrl-seed{seeds[0]}" / ".hydra" / "config.yaml")
-    planted = list(config.dataset.planted)
+    planted = list(config.dataset.get("planted") or [])
+    expert = expert_sets(run, config, seeds[0])
+    # (column title, per-patient agreement of a frame's declared features)
+    agreements = [(f"Jaccard(declared, C_exp of {config.salient.expert})", lambda f: expert_jaccard(f, expert))]
+    if planted:
+        agreements.append(("Jaccard(declared, planted)", lambda f: planted_jaccard(f, planted)))
     frames = {method: [predictions(run, method, seed, seeds[0]) for seed in seeds] for method in METHODS}
     lines = [
-        f"Seeds {seeds}; test split of the synthetic cohort ({len(frames['EAG-RL'][0])} patients); planted features "
-        f"{planted}; score: {score_name(run, seeds[0])}; prompt {config.prompt.style}; Stage 1: "
+        f"Seeds {seeds}; test split of {config.dataset.name} ({len(frames['EAG-RL'][0])} patients); "
+        + (f"planted features {planted}; " if planted else "")
+        + f"C_exp: {config.salient.expert}'s top {config.salient.top_k} of the features each prompt shows; score: "
+        f"{score_name(run, seeds[0])}; prompt {config.prompt.style}; Stage 1: "
         f"{evaluation(run, seeds[0], 'sft').get('method', 'missing')}.",
         "",
-        "| method | AUROC | AUPRC | Jaccard(declared, planted) | parse failures |",
-        "|---|---|---|---|---|",
+        "| method | AUROC | AUPRC | " + " | ".join(title for title, _ in agreements) + " | parse failures |",
+        "|---|---|---|" + "---|" * len(agreements) + "---|",
     ]
     for method, per_seed in frames.items():
         present = [frame for frame in per_seed if frame is not None]
         if not present:
-            lines.append(f"| {method} | missing | | | |")
+            lines.append(f"| {method} | missing |" + " |" * (len(agreements) + 2))
             continue
         scores = [point_metrics(f["label"].to_numpy(), f["probability"].to_numpy()) for f in present]
-        overlap = [planted_jaccard(f, planted).mean() for f in present]
+        overlaps = [fmt([agreement(f).mean() for f in present], 1) for _, agreement in agreements]
         failures = [float((~f["parse_status"].isin(READ_STATUSES)).mean()) for f in present]
         lines.append(
             f"| {method} | {fmt([s['auroc'] for s in scores])} | {fmt([s['auprc'] for s in scores])} | "
-            f"{fmt(overlap, 1)} | {fmt(failures, 1)} |"
+            + " | ".join(overlaps)
+            + f" | {fmt(failures, 1)} |"
         )
     lines += ["", "Paired bootstrap (1,000 resamples of the test patients, the same for both methods and every seed):",
-              "", "| difference | AUROC (points) | Jaccard with the planted set |", "|---|---|---|"]  # fmt: skip
+              "", "| difference | AUROC (points) | " + " | ".join(title for title, _ in agreements) + " |",
+              "|---|---|" + "---|" * len(agreements)]  # fmt: skip
     for other in ("GRPO (R_att 0, fixed clip)", "Stage-1 SFT", "base"):
         if any(frame is None for frame in frames[other] + frames["EAG-RL"]):
             continue
         area = paired_difference(frames["EAG-RL"], frames[other], auroc_of)
-        overlap = paired_difference(
-            frames["EAG-RL"], frames[other], lambda f, rows: planted_jaccard(f, planted)[rows].mean()
-        )
-        lines.append(
-            f"| EAG-RL − {other} | {100 * area['difference']:+.1f} [{100 * area['ci_low']:+.1f}, "
-            f"{100 * area['ci_high']:+.1f}] | {overlap['difference']:+.3f} [{overlap['ci_low']:+.3f}, "
-            f"{overlap['ci_high']:+.3f}] |"
-        )
+        cells = [f"{100 * area['difference']:+.1f} [{100 * area['ci_low']:+.1f}, {100 * area['ci_high']:+.1f}]"]
+        for _, agreement in agreements:
+            overlap = paired_difference(frames["EAG-RL"], frames[other], lambda f, rows, a=agreement: a(f)[rows].mean())
+            cells.append(f"{overlap['difference']:+.3f} [{overlap['ci_low']:+.3f}, {overlap['ci_high']:+.3f}]")
+        lines.append(f"| EAG-RL − {other} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "| RL run | seed | R_att first → last steps | band fraction | clip fraction | val AUROC over training "
