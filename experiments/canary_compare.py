@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors.numpy import load_file
 
-from eagrl.evaluation.metrics import point_metrics
+from eagrl.evaluation.metrics import metric_of, paired_difference, point_metrics
 from eagrl.experts.salient import salient_features
 from eagrl.policy.parsing import READ_STATUSES
 from eagrl.rewards import jaccard
@@ -87,27 +87,6 @@ def expert_sets(run: Path, config: DictConfig, seed: int) -> dict[str, list[str]
         )
         for record, prompt in zip(records, prompts, strict=True)
     }
-
-
-def paired_difference(first: list[pd.DataFrame], second: list[pd.DataFrame], statistic, seed: int = 0) -> dict:
-    """Mean over seeds of statistic(first) − statistic(second), with a paired bootstrap 95 % CI: each resample
-    draws the same patients for both methods and every seed. ``statistic(frame, rows) -> float``."""
-    patients = len(first[0])
-    rng = np.random.default_rng(seed)
-    pairs = list(zip(first, second, strict=True))
-    point = float(np.mean([statistic(a, slice(None)) - statistic(b, slice(None)) for a, b in pairs]))
-    draws = []
-    for _ in range(RESAMPLES):
-        rows = rng.integers(0, patients, patients)
-        if first[0]["label"].to_numpy()[rows].min() == first[0]["label"].to_numpy()[rows].max():
-            continue  # a one-class resample has no AUROC
-        draws.append(np.mean([statistic(a, rows) - statistic(b, rows) for a, b in pairs]))
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return {"difference": point, "ci_low": float(low), "ci_high": float(high), "resamples": len(draws)}
-
-
-def auroc_of(frame: pd.DataFrame, rows) -> float:
-    return point_metrics(frame["label"].to_numpy()[rows], frame["probability"].to_numpy()[rows])["auroc"]
 
 
 def rl_summary(run: Path, prefix: str, seed: int) -> dict | None:
@@ -181,10 +160,12 @@ def table(run: Path) -> str:
     for other in ("GRPO (R_att 0, fixed clip)", "Stage-1 SFT", "base"):
         if any(frame is None for frame in frames[other] + frames["EAG-RL"]):
             continue
-        area = paired_difference(frames["EAG-RL"], frames[other], auroc_of)
+        area = paired_difference(frames["EAG-RL"], frames[other], metric_of("auroc"), RESAMPLES)
         cells = [f"{100 * area['difference']:+.1f} [{100 * area['ci_low']:+.1f}, {100 * area['ci_high']:+.1f}]"]
         for _, agreement in agreements:
-            overlap = paired_difference(frames["EAG-RL"], frames[other], lambda f, rows, a=agreement: a(f)[rows].mean())
+            overlap = paired_difference(
+                frames["EAG-RL"], frames[other], lambda f, rows, a=agreement: a(f)[rows].mean(), RESAMPLES
+            )
             cells.append(f"{overlap['difference']:+.3f} [{overlap['ci_low']:+.3f}, {overlap['ci_high']:+.3f}]")
         lines.append(f"| EAG-RL − {other} | " + " | ".join(cells) + " |")
     lines += [

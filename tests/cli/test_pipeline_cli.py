@@ -33,8 +33,9 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
         assert stage in output, stage
     (report,) = (tmp_path / "run").rglob("report.md") or list(tmp_path.rglob("report.md"))
     text = report.read_text()
-    assert "| expert gru |" in text and "tiny_random / rl-eagrl" in text and "![reward](reward.png)" in text
-    assert (report.parent / "roc.png").stat().st_size > 0 and (report.parent / "reward.png").stat().st_size > 0
+    assert "| expert gru |" in text and "tiny_random / rl-eagrl" in text and "![RL curves](rl_curves.png)" in text
+    assert "tiny_random / rl-eagrl against the other methods (paired bootstrap" in text
+    assert (report.parent / "roc.png").stat().st_size > 0 and (report.parent / "rl_curves.png").stat().st_size > 0
 
     again = run_cli("pipeline", PIPELINE, tmp_path)
     assert again.returncode == 0

@@ -8,8 +8,8 @@
 Artifacts go to ``<paths.artifact_dir>/evaluate/<dataset>/<task>/<backbone>/<method>/<split>-<config hash>/``:
 ``answers.jsonl`` (raw generations, appended per batch: a killed run resumes without redoing answered
 patients), ``predictions.parquet`` (patient id, label, ŷ by the configured ``score``, parse status, declared
-features, raw text), ``metrics.json`` (bootstrap AUROC / AUPRC of that ŷ, the ``score`` used, parse-failure rate,
-tokens/s) and ``roc.png`` / ``pr.png``.
+features, the features the prompt showed with a value, raw text), ``metrics.json`` (bootstrap AUROC / AUPRC of
+that ŷ, the ``score`` used, parse-failure rate, tokens/s) and ``roc.png`` / ``pr.png``.
 """
 
 from __future__ import annotations
@@ -207,6 +207,8 @@ def run(cfg: DictConfig) -> dict:
                 "parse_status": parsed.status,
                 "features": list(parsed.features),
                 "unknown_features": list(parsed.unknown_features),
+                # what a C_exp can be drawn from (eagrl.experts.salient.salient_features)
+                "observed_features": list(prompts[index].observed_features),
                 **answer,
             }
         )

@@ -158,6 +158,7 @@ class Pipeline:
             rl,
             title=f"EAG-RL pipeline on {self.cfg.dataset.name}/{self.cfg.task.name}",
             rl_evaluation=self.results.get("evaluate:rl"),
+            top_k=self.cfg.salient.top_k,
         )
         print(f"report: {path}", flush=True)
         return path

@@ -2,9 +2,12 @@
 
 summary = bootstrap_metrics(labels, probabilities, resamples=100, seed=42)
 summary["auroc"]["mean"], summary["auroc"]["std"]
+paired_difference([eagrl_predictions], [base_predictions], metric_of("auroc"))  # {"difference", "ci_low", ...}
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -69,3 +72,45 @@ def format_scores(scores: dict) -> str:
     return ", ".join(
         f"{name.upper()} {100 * scores[name]['mean']:.1f} ± {100 * scores[name]['std']:.1f}" for name in METRICS
     )
+
+
+def metric_of(name: str) -> Callable:
+    """``statistic(frame, rows) -> float`` for :func:`paired_difference`: ``name`` (auroc or auprc) of a predictions
+    frame's ``label`` and ``probability`` columns at ``rows``."""
+
+    def statistic(frame, rows) -> float:
+        return point_metrics(frame["label"].to_numpy()[rows], frame["probability"].to_numpy()[rows])[name]
+
+    return statistic
+
+
+def paired_difference(
+    first: Sequence, second: Sequence, statistic: Callable, resamples: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """Mean over seeds of ``statistic(first) − statistic(second)``, with a paired bootstrap 95 % CI.
+
+    Each resample draws the same patients for both methods and every seed, so patient-level variation common to
+    both cancels out. A resample with one class only has no AUROC and is skipped (``resamples`` counts the kept).
+
+    Args:
+        first, second: one predictions frame per seed (pandas, a ``label`` column), rows in the same patient order.
+        statistic: ``statistic(frame, rows) -> float`` (:func:`metric_of`, or any per-patient mean).
+        resamples: bootstrap resamples drawn.
+        seed: seed of the resampling.
+
+    Returns:
+        ``{"difference", "ci_low", "ci_high", "resamples"}`` (the statistic's units).
+    """
+    patients = len(first[0])
+    labels = first[0]["label"].to_numpy()
+    rng = np.random.default_rng(seed)
+    pairs = list(zip(first, second, strict=True))
+    point = float(np.mean([statistic(a, slice(None)) - statistic(b, slice(None)) for a, b in pairs]))
+    draws = []
+    for _ in range(resamples):
+        rows = rng.integers(0, patients, patients)
+        if labels[rows].min() == labels[rows].max():
+            continue
+        draws.append(np.mean([statistic(a, rows) - statistic(b, rows) for a, b in pairs]))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"difference": point, "ci_low": float(low), "ci_high": float(high), "resamples": len(draws)}

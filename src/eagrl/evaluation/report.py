@@ -1,11 +1,15 @@
-"""``report.md`` of a pipeline run: the results table, ROC / PR curves of every method, the RL reward curve and
-the features the policy declares beside the expert's salient features (test split).
+"""``report.md`` of a pipeline run (test split): the results table with each method's declared-feature agreement with
+the expert, paired bootstrap CIs of the RL policy's differences from every other method, ROC / PR curves, the RL
+training curves, and the features the policy declares beside the expert's salient features (counts and a few
+patients).
 
-    write_report(run_dir, evaluations={"base / pqd": metrics, ...}, expert=expert_metrics, rl=rl_metrics)
+    write_report(run_dir, evaluations={"base / pqd": metrics, ...}, expert=expert_metrics, rl=rl_metrics,
+                 title="...", rl_evaluation=evaluations["smollm2_135m / eagrl"], top_k=5)
 """
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -13,8 +17,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
+
+from eagrl.evaluation.metrics import metric_of, paired_difference
+from eagrl.experts.salient import salient_features
+from eagrl.rewards import jaccard
+
+#: bootstrap resamples of the paired differences
+RESAMPLES = 1000
+#: test patients of each outcome shown with their declared and expert features
+EXAMPLES_PER_OUTCOME = 3
 
 
 def _scores(metrics: dict) -> tuple[str, str]:
@@ -22,23 +36,106 @@ def _scores(metrics: dict) -> tuple[str, str]:
     return tuple(f"{100 * scores[name]['mean']:.1f} ± {100 * scores[name]['std']:.1f}" for name in ("auroc", "auprc"))
 
 
-def results_table(evaluations: dict[str, dict], expert: dict | None) -> str:
-    """Markdown: one row per evaluated method (and the expert), ×100 bootstrap mean ± std."""
+def results_table(evaluations: dict[str, dict], expert: dict | None, agreement: dict[str, float]) -> str:
+    """Markdown: one row per evaluated method (and the expert), ×100 bootstrap mean ± std, and the mean Jaccard of
+    each patient's declared features with that patient's C_exp (``agreement``: method -> value; – when absent)."""
     lines = [
-        "| method | AUROC | AUPRC | parse failures | PQD format | answer tokens | wall time |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| method | AUROC | AUPRC | declared vs C_exp (Jaccard) | parse failures | PQD format | answer tokens | "
+        "wall time |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     if expert:
         auroc, auprc = _scores(expert)
-        lines.append(f"| expert {expert['expert']} | {auroc} | {auprc} | – | – | – | – |")
+        lines.append(f"| expert {expert['expert']} | {auroc} | {auprc} | – | – | – | – | – |")
     for name, metrics in evaluations.items():
         auroc, auprc = _scores(metrics)
         parsing, generation = metrics["parsing"], metrics["generation"]
+        overlap = f"{agreement[name]:.3f}" if name in agreement else "–"
         lines.append(
-            f"| {name} | {auroc} | {auprc} | {100 * parsing['parse_failure_rate']:.1f} % | "
+            f"| {name} | {auroc} | {auprc} | {overlap} | {100 * parsing['parse_failure_rate']:.1f} % | "
             f"{100 * parsing.get('pqd_format_rate', float('nan')):.1f} % | {generation['mean_generated_tokens']:.0f} | "
             f"{generation['seconds_this_run']:.0f} s |"
         )
+    return "\n".join(lines)
+
+
+def read_predictions(metrics: dict) -> pd.DataFrame:
+    """An evaluation's ``predictions.parquet``, indexed and sorted by patient id."""
+    frame = pd.read_parquet(Path(metrics["artifact_dir"]) / "predictions.parquet")
+    return frame.set_index("patient_id").sort_index()
+
+
+def expert_sets(predictions: pd.DataFrame, importance: pd.DataFrame, top_k: int) -> pd.Series:
+    """Each patient's C_exp as R_att reads it: the expert's top ``top_k`` among the features the prompt showed with a
+    value. When some predictions were written before they recorded ``observed_features``, every patient gets the
+    expert's own top-k over all features (``importance.parquet``'s ``top_k``).
+
+    Args:
+        predictions: indexed by patient id (:func:`read_predictions`).
+        importance: the expert's ``importance.parquet`` indexed by patient id (``ranking``, ``top_k``).
+        top_k: size of C_exp.
+    """
+    if "observed_features" not in predictions or predictions["observed_features"].isna().any():
+        return importance.loc[predictions.index, "top_k"].map(list)
+    return pd.Series(
+        [
+            salient_features(importance.at[patient, "ranking"], shown, top_k)
+            for patient, shown in predictions["observed_features"].items()
+        ],
+        index=predictions.index,
+    )
+
+
+def agreement_of(predictions: pd.DataFrame, sets: pd.Series) -> np.ndarray:
+    """(patients,) Jaccard of each patient's declared features with that patient's C_exp."""
+    return np.array(
+        [jaccard(list(predictions.at[patient, "features"]), sets[patient]) for patient in predictions.index]
+    )
+
+
+def differences(frames: dict[str, pd.DataFrame], reference: str, sets: pd.Series | None) -> str:
+    """Markdown: ``reference`` − every other method on the patients both answered, AUROC / AUPRC (points) and, with
+    ``sets``, the declared-feature Jaccard, each with a paired bootstrap 95 % CI."""
+    header = "| difference | AUROC (points) | AUPRC (points) |" + (
+        " Jaccard(declared, C_exp) |" if sets is not None else ""
+    )
+    lines = [header, "|---|---|---|" + ("---|" if sets is not None else "")]
+    for name, frame in frames.items():
+        if name == reference:
+            continue
+        patients = frames[reference].index.intersection(frame.index)
+        first, second = frames[reference].loc[patients], frame.loc[patients]
+        cells = []
+        for metric in ("auroc", "auprc"):
+            result = paired_difference([first], [second], metric_of(metric), RESAMPLES)
+            cells.append(
+                f"{100 * result['difference']:+.1f} [{100 * result['ci_low']:+.1f}, {100 * result['ci_high']:+.1f}]"
+            )
+        if sets is not None:
+            overlap = {key: agreement_of(value, sets) for key, value in (("first", first), ("second", second))}
+            result = paired_difference(
+                [first.assign(agreement=overlap["first"])], [second.assign(agreement=overlap["second"])],
+                lambda frame, rows: frame["agreement"].to_numpy()[rows].mean(), RESAMPLES,
+            )  # fmt: skip
+            cells.append(f"{result['difference']:+.3f} [{result['ci_low']:+.3f}, {result['ci_high']:+.3f}]")
+        lines.append(f"| {reference} − {name} ({len(patients)} patients) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def patient_examples(predictions: pd.DataFrame, sets: pd.Series, count: int = EXAMPLES_PER_OUTCOME) -> str:
+    """Markdown: the first ``count`` test patients of each outcome (by patient id) with the policy's ŷ, its declared
+    features, the expert's C_exp and their Jaccard."""
+    lines = [
+        "| patient | outcome | ŷ | declared by the policy | expert C_exp | Jaccard |",
+        "|---|---:|---:|---|---|---:|",
+    ]
+    for outcome in (1, 0):
+        for patient, row in predictions[predictions["label"] == outcome].head(count).iterrows():
+            declared = list(row["features"])
+            lines.append(
+                f"| {patient} | {outcome} | {row['probability']:.2f} | {'; '.join(declared) or '(none)'} | "
+                f"{'; '.join(sets[patient])} | {jaccard(declared, sets[patient]):.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -52,7 +149,7 @@ def curves(evaluations: dict[str, dict], expert: dict | None, directory: Path) -
         test = frame[frame["split"] == "test"]
         series[f"expert {expert['expert']}"] = (test["label"].to_numpy(), test["probability"].to_numpy())
     for name, metrics in evaluations.items():
-        frame = pd.read_parquet(Path(metrics["artifact_dir"]) / "predictions.parquet", columns=["label", "probability"])
+        frame = read_predictions(metrics)
         series[name] = (frame["label"].to_numpy(), frame["probability"].to_numpy())
     paths = []
     for file_name, curve, labels in (
@@ -72,27 +169,11 @@ def curves(evaluations: dict[str, dict], expert: dict | None, directory: Path) -
     return paths
 
 
-def reward_curve(history: pd.DataFrame, path: Path) -> Path:
-    """The RL run's mean reward and accuracy per step."""
-    figure, axes = plt.subplots(figsize=(5, 3))
-    axes.plot(history["step"], history["reward"], label="mean reward R")
-    axes.set(xlabel="RL step", ylabel="reward")
-    twin = axes.twinx()
-    twin.plot(history["step"], history["accuracy"], color="tab:orange", label="accuracy")
-    twin.set(ylabel="accuracy", ylim=(0, 1))
-    figure.legend(loc="lower right", fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def top_features(predictions: pd.DataFrame, importance: pd.DataFrame, count: int = 10) -> str:
-    """Markdown: the features the policy declares most often on the test split beside the expert's most frequent
-    salient features there (counts of patients)."""
+def top_features(predictions: pd.DataFrame, sets: pd.Series, count: int = 10) -> str:
+    """Markdown: the features the policy declares most often on the test split beside the features most often in
+    the patients' C_exp (counts of patients)."""
     declared = Counter(name for names in predictions["features"] for name in names)
-    test = importance[importance["split"] == "test"]
-    salient = Counter(name for names in test["top_k"] for name in names)
+    salient = Counter(name for names in sets for name in names)
     policy_rows, expert_rows = declared.most_common(count), salient.most_common(count)
     lines = [
         "| rank | declared by the policy | patients | expert salient (C_exp) | patients |",
@@ -122,36 +203,48 @@ def write_report(
     rl: dict | None,
     title: str,
     rl_evaluation: dict | None = None,
+    top_k: int = 5,
 ) -> Path:
     """Write ``report.md`` (and its figures) into ``run_dir``; return its path.
 
     Args:
         run_dir: where the report and its PNGs go.
         evaluations: table row name -> eagrl-evaluate metrics.
-        expert: eagrl-expert metrics (a row and a curve), or None.
-        rl: eagrl-rl metrics (its reward curve), or None.
+        expert: eagrl-expert metrics (a row, a curve and the patients' C_exp), or None.
+        rl: eagrl-rl metrics (its training curves), or None.
         title: the report's heading.
-        rl_evaluation: the RL policy's eagrl-evaluate metrics (its declared features vs the expert's), or None.
+        rl_evaluation: the RL policy's eagrl-evaluate metrics (one of ``evaluations``: the reference of the paired
+            differences, its declared features vs the expert's), or None.
+        top_k: size of C_exp (``salient.top_k``).
     """
+    frames = {name: read_predictions(metrics) for name, metrics in evaluations.items()}
+    sets = None
+    if expert is not None and frames:
+        importance = pd.read_parquet(Path(expert["artifact_dir"]) / "importance.parquet").set_index("patient_id")
+        patients = pd.concat(frames.values())
+        sets = expert_sets(patients[~patients.index.duplicated()], importance, top_k)
+    agreement = (
+        {name: float(agreement_of(frame, sets).mean()) for name, frame in frames.items()} if sets is not None else {}
+    )
     sections = [f"# {title}", "", "## Test results (×100, mean ± std over 100 bootstrap resamples)", "",
-                results_table(evaluations, expert), ""]  # fmt: skip
+                results_table(evaluations, expert, agreement), ""]  # fmt: skip
+    reference = next((name for name, metrics in evaluations.items() if metrics is rl_evaluation), None)
+    if reference is not None and len(frames) > 1:
+        sections += [f"## {reference} against the other methods (paired bootstrap, {RESAMPLES:,} resamples of the "
+                     "same test patients, 95 % CI)", "", differences(frames, reference, sets), ""]  # fmt: skip
     if evaluations or expert:
         curves(evaluations, expert, run_dir)
         sections += ["## ROC and precision–recall curves", "", "![ROC](roc.png) ![PR](pr.png)", ""]
     if rl is not None:
         history = read_history(Path(rl["artifact_dir"]) / "history.csv")
         if len(history):
-            reward_curve(history, run_dir / "reward.png")
-            sections += [f"## RL ({rl['method']}, {len(history)} steps)", "", "![reward](reward.png)", ""]
-        if rl_evaluation is not None and expert is not None:
-            predictions = pd.read_parquet(
-                Path(rl_evaluation["artifact_dir"]) / "predictions.parquet", columns=["features"]
-            )
-            importance = pd.read_parquet(
-                Path(expert["artifact_dir"]) / "importance.parquet", columns=["split", "top_k"]
-            )
-            sections += ["## Features the RL policy declares vs the expert's salient features (test)", "",
-                         top_features(predictions, importance), ""]  # fmt: skip
+            shutil.copyfile(Path(rl["artifact_dir"]) / "curves.png", run_dir / "rl_curves.png")
+            sections += [f"## RL ({rl['method']}, {len(history)} steps): training and validation curves", "",
+                         "![RL curves](rl_curves.png)", ""]  # fmt: skip
+    if reference is not None and sets is not None:
+        sections += ["## Features the RL policy declares vs the expert's salient features (test)", "",
+                     top_features(frames[reference], sets), "",
+                     patient_examples(frames[reference], sets), ""]  # fmt: skip
     path = run_dir / "report.md"
     path.write_text("\n".join(sections))
     return path
