@@ -8,12 +8,18 @@
 #   SEEDS="0" bash experiments/canary.sh                        # one seed (a smoke test, not a claim)
 #   RUN_DIR=logs/canary/runs/<stamp> SEEDS="1 2" bash experiments/canary.sh   # add seeds to a run
 #   RUN_DIR=<run> SEEDS=1 BASE=no bash experiments/canary.sh   # a parallel stream of a run: another one evaluates the base
+#   RUN_DIR=<run> ARMS="label_only no_adaptive_clip" BASE=no bash experiments/canary.sh   # more arms for a run
+# Arms (ARMS, default "eagrl grpo"; eagrl first: it evaluates the base model and trains the Stage-1 adapter the RL arms
+# start from, the others reuse both): eagrl; grpo (rl=grpo ablation=no_ratt: R_att 0, fixed clip); no_ratt (w/o
+# R_att, adaptive clip kept); no_adaptive_clip (R_att, fixed clip 0.2); dapo (rl=dapo); label_only (Stage 1 on the
+# label alone under the same readable prompt in the vanilla style, completion 0.<label>, evaluated as such).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-0 1 2}
 EXPERIMENT=${EXPERIMENT:-canary}
 # auto: evaluate the base model with the run's first seed that finds no base metrics; no: never (parallel streams)
 BASE=${BASE:-auto}
+ARMS=${ARMS:-eagrl grpo}
 source experiments/lib.sh
 if [ -n "${RUN_DIR:-}" ]; then run_dir=$RUN_DIR && mkdir -p "$run_dir"; else start_run "$EXPERIMENT"; fi
 for seed in $SEEDS; do
@@ -22,9 +28,19 @@ for seed in $SEEDS; do
   if [ "$BASE" = no ] || compgen -G "$run_dir/eagrl-seed*/baseline:*/metrics.json" > /dev/null; then
     base=("baselines=[]")
   fi
-  timed "eagrl-seed$seed" "$bin/eagrl-pipeline" "experiment=$EXPERIMENT" "seed=$seed" "${base[@]}" \
-    "hydra.run.dir=$run_dir/eagrl-seed$seed" "$@"
-  timed "grpo-seed$seed" "$bin/eagrl-pipeline" "experiment=$EXPERIMENT" "seed=$seed" rl=grpo ablation=no_ratt \
-    "baselines=[]" "hydra.run.dir=$run_dir/grpo-seed$seed" "$@"
+  for arm in $ARMS; do
+    case $arm in
+      eagrl) overrides=("${base[@]}") ;;
+      grpo) overrides=(rl=grpo ablation=no_ratt "baselines=[]") ;;
+      no_ratt | no_adaptive_clip) overrides=("ablation=$arm" "baselines=[]") ;;
+      dapo) overrides=(rl=dapo "baselines=[]") ;;
+      label_only) overrides=("stages=[sft,evaluate]" "baselines=[]"
+        "stage_overrides.sft=['sft=label_only','prompt=vanilla','sft.completion=\"<Final answer> 0.{label} </Final answer>\"']"
+        "stage_overrides.evaluate=['prompt=vanilla']") ;;
+      *) echo "canary.sh: unknown arm $arm (eagrl grpo no_ratt no_adaptive_clip dapo label_only)" >&2 && exit 2 ;;
+    esac
+    timed "$arm-seed$seed" "$bin/eagrl-pipeline" "experiment=$EXPERIMENT" "seed=$seed" "${overrides[@]}" \
+      "hydra.run.dir=$run_dir/$arm-seed$seed" "$@"
+  done
 done
 "$bin/python" experiments/canary_compare.py "$run_dir" --benchmarks BENCHMARKS.md

@@ -1,17 +1,19 @@
 """The canary comparison (issue 16) from the pipeline runs of experiments/canary.sh: base, Stage-1 SFT (trajectory or
-expert-label), GRPO and EAG-RL on a cohort's test split (the synthetic canary, or a real one such as TJH with
+expert-label), GRPO and EAG-RL, and any further arm the run has (label-only SFT, the ablations w/o R_att and w/o
+adaptive clip, DAPO) on a cohort's test split (the synthetic canary, or a real one such as TJH with
 experiment=tjh_expert_label), over the training seeds.
 
     python experiments/canary_compare.py logs/canary/runs/<stamp> [--benchmarks BENCHMARKS.md]
 
 Reads ``<run>/eagrl-seed<S>/`` (eagrl-pipeline experiment=<the run's>, seed=S: the expert, the base model's
-baseline:<prompt>, evaluate:sft, evaluate:rl) and ``<run>/grpo-seed<S>/`` (the same with rl=grpo ablation=no_ratt).
-Per method: test AUROC / AUPRC (mean ± std over seeds), the mean Jaccard of each patient's declared features with
-the guiding expert's C_exp of that patient and, on the canary, with the planted set (dataset.planted), parse
-failures; paired bootstrap 95 % CIs of the differences EAG-RL − GRPO, EAG-RL − SFT and EAG-RL − base (the same
-resampled patients for both methods and every seed; the statistic is the mean over seeds of the per-seed
-difference); from the RL histories: R_att first vs last steps, the adaptive-band fraction, the validation curves
-and the selection rule; and the largest absolute difference between the EAG-RL and GRPO adapters of a seed.
+baseline:<prompt>, evaluate:sft, evaluate:rl) and ``<run>/<arm>-seed<S>/`` for the other arms of ``ARMS`` (grpo:
+rl=grpo ablation=no_ratt; label_only: evaluate:sft; the others evaluate:rl). Per method: test AUROC / AUPRC (mean
+± std over seeds), the mean Jaccard of each patient's declared features with the guiding expert's C_exp of that
+patient and, on the canary, with the planted set (dataset.planted), parse failures; paired bootstrap 95 % CIs of the
+differences EAG-RL − every other method (the same resampled patients for both methods and every seed; the statistic
+is the mean over seeds of the per-seed difference); from the RL histories: R_att first vs last steps, the
+adaptive-band fraction, the validation curves and the selection rule; and the largest absolute difference between
+each RL arm's adapter and EAG-RL's of the same seed.
 """
 
 from __future__ import annotations
@@ -32,13 +34,21 @@ from eagrl.experts.salient import salient_features
 from eagrl.policy.parsing import READ_STATUSES
 from eagrl.rewards import jaccard
 
-#: method name -> (pipeline run prefix, stage folder; the base model's folder is baseline:<its prompt style>)
+#: method name -> (pipeline run prefix, i.e. the arm of experiments/canary.sh, and stage folder; the base model's
+#: folder is baseline:<its prompt style>); a method whose arm the run lacks is left out; EAG-RL is compared with
+#: every other
 METHODS = {
     "base": ("eagrl", "baseline:*"),
+    "label-only SFT": ("label_only", "evaluate:sft"),
     "Stage-1 SFT": ("eagrl", "evaluate:sft"),
     "GRPO (R_att 0, fixed clip)": ("grpo", "evaluate:rl"),
+    "w/o R_att (adaptive clip)": ("no_ratt", "evaluate:rl"),
+    "w/o adaptive clip (R_att, fixed clip)": ("no_adaptive_clip", "evaluate:rl"),
+    "DAPO": ("dapo", "evaluate:rl"),
     "EAG-RL": ("eagrl", "evaluate:rl"),
 }
+#: the arms whose pipeline trains an RL adapter
+RL_ARMS = ("eagrl", "grpo", "no_ratt", "no_adaptive_clip", "dapo")
 RESAMPLES = 1000
 #: the data module the pipeline's stages compose (the pipeline's own config has none)
 DATAMODULE = Path(__file__).resolve().parents[1] / "conf" / "datamodule" / "ehr.yaml"
@@ -130,7 +140,11 @@ def table(run: Path) -> str:
     agreements = [(f"Jaccard(declared, C_exp of {config.salient.expert})", lambda f: expert_jaccard(f, expert))]
     if planted:
         agreements.append(("Jaccard(declared, planted)", lambda f: planted_jaccard(f, planted)))
-    frames = {method: [predictions(run, method, seed, seeds[0]) for seed in seeds] for method in METHODS}
+    frames = {
+        method: [predictions(run, method, seed, seeds[0]) for seed in seeds]
+        for method, (prefix, _) in METHODS.items()
+        if any(run.glob(f"{prefix}-seed*"))
+    }
     lines = [
         f"Seeds {seeds}; test split of {config.dataset.name} ({len(frames['EAG-RL'][0])} patients); "
         + (f"planted features {planted}; " if planted else "")
@@ -157,7 +171,7 @@ def table(run: Path) -> str:
     lines += ["", "Paired bootstrap (1,000 resamples of the test patients, the same for both methods and every seed):",
               "", "| difference | AUROC (points) | " + " | ".join(title for title, _ in agreements) + " |",
               "|---|---|" + "---|" * len(agreements)]  # fmt: skip
-    for other in ("GRPO (R_att 0, fixed clip)", "Stage-1 SFT", "base"):
+    for other in reversed([method for method in frames if method != "EAG-RL"]):
         if any(frame is None for frame in frames[other] + frames["EAG-RL"]):
             continue
         area = paired_difference(frames["EAG-RL"], frames[other], metric_of("auroc"), RESAMPLES)
@@ -171,16 +185,16 @@ def table(run: Path) -> str:
     lines += [
         "",
         "| RL run | seed | R_att first → last steps | band fraction | clip fraction | val AUROC over training "
-        "| val R_att over training | selected step (by) | max abs adapter difference EAG-RL vs GRPO |",
+        "| val R_att over training | selected step (by) | max abs adapter difference from EAG-RL |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for seed in seeds:
-        summaries = {prefix: rl_summary(run, prefix, seed) for prefix in ("eagrl", "grpo")}
+        summaries = {prefix: rl_summary(run, prefix, seed) for prefix in RL_ARMS}
         runs = {prefix: summary for prefix, summary in summaries.items() if summary is not None}
-        difference = "missing"  # a seed whose GRPO (or EAG-RL) run has not finished
-        if len(runs) == 2:
-            difference = f"{adapter_difference(runs['eagrl']['folder'], runs['grpo']['folder']):.2e}"
         for prefix, summary in runs.items():
+            difference = "—" if prefix == "eagrl" else "missing"  # missing: the seed's EAG-RL run has not finished
+            if prefix != "eagrl" and "eagrl" in runs:
+                difference = f"{adapter_difference(runs['eagrl']['folder'], summary['folder']):.2e}"
             lines.append(
                 f"| {prefix} | {seed} | {summary['r_att_first']:.3f} → {summary['r_att_last']:.3f} | "
                 f"{summary['band_fraction']:.4f} | {summary['clip_fraction']:.4f} | {summary['val_auroc']} | "
