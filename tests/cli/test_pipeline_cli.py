@@ -45,15 +45,20 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
 @pytest.mark.slow
 def test_pipeline_without_the_search_trains_stage_one_on_its_experts_features(tmp_path):
     """stages without mcts and sft=expert_label (experiment=canary_expert_label's shape): SFT reads the importance
-    file of the expert this pipeline trained, and RL starts from that adapter."""
+    file of the expert this pipeline trained, RL starts from that adapter, and evaluate_adapters=[rl] scores only the
+    RL adapter."""
     overrides = [
         *PIPELINE,
-        "stages=[expert,sft,rl]",
+        "stages=[expert,sft,rl,evaluate]",
+        "evaluate_adapters=[rl]",
         "stage_overrides.sft=['sft=expert_label','sft.val_score=null']",
         "stage_overrides.rl=['rl.steps=1']",
     ]
     result = run_cli("pipeline", overrides, tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    # evaluate_adapters=[rl]: the RL adapter is scored on the test split, the SFT adapter is not
+    assert "pipeline stage evaluate:rl done" in result.stderr + result.stdout
+    assert "pipeline stage evaluate:sft" not in result.stderr + result.stdout
     (importance,) = (tmp_path / "artifacts").rglob("expert/**/gru/*/importance.parquet")
     (info_path,) = (tmp_path / "artifacts").rglob("sft/**/expert_label-*/eagrl_adapter.json")
     info = json.loads(info_path.read_text())
@@ -61,3 +66,15 @@ def test_pipeline_without_the_search_trains_stage_one_on_its_experts_features(tm
     assert info["inputs"] == {"expert": file_digest(importance)}
     (rl_info,) = (tmp_path / "artifacts").rglob("rl/**/eagrl_adapter.json")
     assert Path(json.loads(rl_info.read_text())["init_adapter"]).resolve() == info_path.parent.resolve()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("stages=[expert,search]", "unknown stage 'search'"), ("evaluate_adapters=[mcts]", "unknown adapter 'mcts'")],
+)
+def test_pipeline_refuses_an_unknown_stage_or_adapter_before_running_anything(tmp_path, override, message):
+    result = run_cli("pipeline", [*PIPELINE, override], tmp_path)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "artifacts").exists() or not list((tmp_path / "artifacts").rglob("metrics.json"))

@@ -62,6 +62,9 @@ class Pipeline:
         unknown = [stage for stage in cfg.stages if stage not in STAGES]
         if unknown:
             raise ConfigError(f"stages: unknown stage {unknown[0]!r}; the stages are {', '.join(STAGES)}")
+        unknown = [adapter for adapter in cfg.evaluate_adapters if adapter not in ("sft", "rl")]
+        if unknown:
+            raise ConfigError(f"evaluate_adapters: unknown adapter {unknown[0]!r}; the trained adapters are sft and rl")
         self.cfg = cfg
         self.run_dir = Path(cfg.paths.output_dir)
         hydra_cfg = HydraConfig.get()
@@ -137,7 +140,7 @@ class Pipeline:
             rl = self.stage("rl", "rl", [*expert_dir, *start])
         if "evaluate" in stages:
             for name, trained in (("sft", sft), ("rl", rl)):
-                if trained is not None:
+                if trained is not None and name in cfg.evaluate_adapters:
                     self.stage(f"evaluate:{name}", "evaluate", [f"adapter={trained['artifact_dir']}"])
         if "report" in stages:
             self.report(expert, rl)
