@@ -47,8 +47,8 @@ METHODS = {
     "DAPO": ("dapo", "evaluate:rl"),
     "EAG-RL": ("eagrl", "evaluate:rl"),
 }
-#: the arms whose pipeline trains an RL adapter
-RL_ARMS = ("eagrl", "grpo", "no_ratt", "no_adaptive_clip", "dapo")
+#: the arms whose pipeline trains an RL adapter, EAG-RL first
+RL_ARMS = ("eagrl", *(prefix for prefix, stage in METHODS.values() if stage == "evaluate:rl" and prefix != "eagrl"))
 RESAMPLES = 1000
 #: the data module the pipeline's stages compose (the pipeline's own config has none)
 DATAMODULE = Path(__file__).resolve().parents[1] / "conf" / "datamodule" / "ehr.yaml"

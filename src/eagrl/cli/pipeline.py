@@ -37,6 +37,8 @@ from eagrl.utils.entry import CONFIG_DIR, console, user_errors
 log = logging.getLogger(__name__)
 
 STAGES = ("expert", "baselines", "mcts", "sft", "rl", "evaluate", "report")
+#: the trained adapters the evaluate stage can score (``evaluate_adapters``)
+ADAPTERS = ("sft", "rl")
 #: groups the pipeline passes on separately (the experiment and debug apply to a stage when they compose with it)
 OWN_GROUPS = ("experiment", "debug")
 _MISSING = object()
@@ -62,9 +64,11 @@ class Pipeline:
         unknown = [stage for stage in cfg.stages if stage not in STAGES]
         if unknown:
             raise ConfigError(f"stages: unknown stage {unknown[0]!r}; the stages are {', '.join(STAGES)}")
-        unknown = [adapter for adapter in cfg.evaluate_adapters if adapter not in ("sft", "rl")]
+        unknown = [adapter for adapter in cfg.evaluate_adapters if adapter not in ADAPTERS]
         if unknown:
-            raise ConfigError(f"evaluate_adapters: unknown adapter {unknown[0]!r}; the trained adapters are sft and rl")
+            raise ConfigError(
+                f"evaluate_adapters: unknown adapter {unknown[0]!r}; the trained adapters are {', '.join(ADAPTERS)}"
+            )
         self.cfg = cfg
         self.run_dir = Path(cfg.paths.output_dir)
         hydra_cfg = HydraConfig.get()
@@ -139,7 +143,7 @@ class Pipeline:
             start = [f"init.adapter={sft['artifact_dir']}"] if sft else []
             rl = self.stage("rl", "rl", [*expert_dir, *start])
         if "evaluate" in stages:
-            for name, trained in (("sft", sft), ("rl", rl)):
+            for name, trained in zip(ADAPTERS, (sft, rl), strict=True):
                 if trained is not None and name in cfg.evaluate_adapters:
                     self.stage(f"evaluate:{name}", "evaluate", [f"adapter={trained['artifact_dir']}"])
         if "report" in stages:
