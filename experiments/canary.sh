@@ -20,6 +20,27 @@ EXPERIMENT=${EXPERIMENT:-canary}
 # auto: evaluate the base model with the run's first seed that finds no base metrics; no: never (parallel streams)
 BASE=${BASE:-auto}
 ARMS=${ARMS:-eagrl grpo}
+# the file whose canary_comparison block the comparison replaces
+BENCHMARKS=${BENCHMARKS:-BENCHMARKS.md}
+# arm_overrides <arm>: the arm's eagrl-pipeline overrides in $overrides (after the base model's choice in $base);
+# fails for an unknown arm
+arm_overrides() {
+  case $1 in
+    eagrl) overrides=("${base[@]}") ;;
+    grpo) overrides=(rl=grpo ablation=no_ratt "baselines=[]") ;;
+    no_ratt | no_adaptive_clip) overrides=("ablation=$1" "baselines=[]") ;;
+    dapo) overrides=(rl=dapo "baselines=[]") ;;
+    label_only) overrides=("stages=[sft,evaluate]" "baselines=[]"
+      "stage_overrides.sft=['sft=label_only','prompt=vanilla','sft.completion=\"<Final answer> 0.{label} </Final answer>\"']"
+      "stage_overrides.evaluate=['prompt=vanilla']") ;;
+    *) return 1 ;;
+  esac
+}
+# refuse an unknown arm before anything runs
+base=()
+for arm in $ARMS; do
+  arm_overrides "$arm" || { echo "canary.sh: unknown arm '$arm' (the arms are listed at the top of $0)" >&2; exit 2; }
+done
 source experiments/lib.sh
 if [ -n "${RUN_DIR:-}" ]; then run_dir=$RUN_DIR && mkdir -p "$run_dir"; else start_run "$EXPERIMENT"; fi
 for seed in $SEEDS; do
@@ -29,18 +50,9 @@ for seed in $SEEDS; do
     base=("baselines=[]")
   fi
   for arm in $ARMS; do
-    case $arm in
-      eagrl) overrides=("${base[@]}") ;;
-      grpo) overrides=(rl=grpo ablation=no_ratt "baselines=[]") ;;
-      no_ratt | no_adaptive_clip) overrides=("ablation=$arm" "baselines=[]") ;;
-      dapo) overrides=(rl=dapo "baselines=[]") ;;
-      label_only) overrides=("stages=[sft,evaluate]" "baselines=[]"
-        "stage_overrides.sft=['sft=label_only','prompt=vanilla','sft.completion=\"<Final answer> 0.{label} </Final answer>\"']"
-        "stage_overrides.evaluate=['prompt=vanilla']") ;;
-      *) echo "canary.sh: unknown arm $arm (eagrl grpo no_ratt no_adaptive_clip dapo label_only)" >&2 && exit 2 ;;
-    esac
+    arm_overrides "$arm"
     timed "$arm-seed$seed" "$bin/eagrl-pipeline" "experiment=$EXPERIMENT" "seed=$seed" "${overrides[@]}" \
       "hydra.run.dir=$run_dir/$arm-seed$seed" "$@"
   done
 done
-"$bin/python" experiments/canary_compare.py "$run_dir" --benchmarks BENCHMARKS.md
+"$bin/python" experiments/canary_compare.py "$run_dir" --benchmarks "$BENCHMARKS"

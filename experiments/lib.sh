@@ -2,7 +2,8 @@
 #   source experiments/lib.sh
 #   start_run stage1                   # run directory logs/stage1/runs/<stamp>/ in $run_dir
 # shellcheck shell=bash
-bin=.venv/bin
+# the virtual environment's bin folder (make install's .venv unless VENV_BIN names another)
+bin=${VENV_BIN:-.venv/bin}
 
 # start_run <name>: create logs/<name>/runs/<stamp>/ and set $run_dir to it
 start_run() {
