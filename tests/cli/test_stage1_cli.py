@@ -203,6 +203,23 @@ def test_expert_label_examples_name_the_experts_salient_set_and_the_labels_answe
         load_examples(broken)
 
 
+def test_max_patients_trains_on_a_label_stratified_sample_and_trajectory_sft_refuses_it(tmp_path):
+    from eagrl.cli.sft import load_examples
+
+    tmp = tmp_path
+    cfg = compose_config("sft", [*SFT, "sft=label_only", "max_patients=40"], tmp)
+    examples, _ = load_examples(cfg)
+    labels = {record.patient_id: record.label for record in _train_records(cfg)}
+    assert len(examples) == len({example.patient_id for example in examples}) == 40
+    assert {example.patient_id for example in examples} <= set(labels)
+    deaths = sum(labels[example.patient_id] for example in examples)
+    assert abs(deaths / 40 - sum(labels.values()) / len(labels)) <= 1 / 40  # the training split's prevalence
+    again, _ = load_examples(cfg)
+    assert [example.patient_id for example in again] == [example.patient_id for example in examples]
+    with pytest.raises(ConfigError, match="limit the search instead"):
+        load_examples(compose_config("sft", [*SFT, "max_patients=40"], tmp))
+
+
 def _train_records(cfg):
     from hydra.utils import instantiate
 

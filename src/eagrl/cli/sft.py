@@ -69,10 +69,15 @@ def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
     """The chat examples of ``sft.mode`` and the file their completions came from: the trajectories, the expert's
     importance (expert-label) or None (label-only). Label-only and expert-label completions are ``sft.completion``
     with the patient's ``{label}`` (0 or 1), ``{answer}`` (``sft.label_answers[label]``) and ``{features}``
-    (expert-label: C_exp)."""
+    (expert-label: C_exp); they cover ``max_patients`` training patients (a label-stratified sample; None = all)."""
     from eagrl.policy.sft import ChatExample
 
     if cfg.sft.mode == "trajectory":
+        if cfg.max_patients is not None:
+            raise ConfigError(
+                f"max_patients={cfg.max_patients} limits sft=label_only and sft=expert_label; trajectory SFT trains on "
+                "what the search selected: limit the search instead (eagrl-mcts max_patients=N)"
+            )
         path = trajectory_file(cfg)
         try:
             frame = pd.read_parquet(path, columns=["patient_id", "system", "user", "completion"])
@@ -95,7 +100,7 @@ def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
     datamodule = instantiate(cfg.datamodule)
     datamodule.prepare_data()
     datamodule.setup()
-    records, prompts = datamodule.patients("train", cfg.task, cfg.prompt)
+    records, prompts = datamodule.patients("train", cfg.task, cfg.prompt, cfg.max_patients)
     source, features = expert_feature_lists(cfg, records, prompts) if cfg.sft.mode == "expert_label" else (None, None)
     answers = cfg.sft.get("label_answers")
     try:
