@@ -204,7 +204,10 @@ def test_expert_label_examples_name_the_experts_salient_set_and_the_labels_answe
 
 
 def test_max_patients_trains_on_a_label_stratified_sample_and_trajectory_sft_refuses_it(tmp_path):
-    from eagrl.cli.sft import load_examples
+    from omegaconf import OmegaConf
+
+    from eagrl.cli.sft import artifact_dir, load_examples
+    from eagrl.utils.artifacts import config_hash
 
     tmp = tmp_path
     cfg = compose_config("sft", [*SFT, "sft=label_only", "max_patients=40"], tmp)
@@ -218,6 +221,11 @@ def test_max_patients_trains_on_a_label_stratified_sample_and_trajectory_sft_ref
     assert [example.patient_id for example in again] == [example.patient_id for example in examples]
     with pytest.raises(ConfigError, match="limit the search instead"):
         load_examples(compose_config("sft", [*SFT, "max_patients=40"], tmp))
+    # the sample has its own adapter folder; max_patients=null keeps the folder of the configs without the key
+    everyone = compose_config("sft", [*SFT, "sft=label_only"], tmp)
+    without_key = OmegaConf.masked_copy(everyone, [key for key in everyone if key != "max_patients"])
+    assert artifact_dir(everyone, {}).name == f"label_only-{config_hash(without_key, inputs={})}"
+    assert artifact_dir(cfg, {}) != artifact_dir(everyone, {})
 
 
 def _train_records(cfg):

@@ -179,7 +179,10 @@ def epoch_validation(cfg: DictConfig, tokenizer, batch_size: int):
 def artifact_dir(cfg: DictConfig, inputs: dict[str, str]) -> Path:
     """Where this run's adapter lives."""
     root = Path(cfg.paths.artifact_dir).expanduser().resolve()
-    folder = f"{cfg.sft.mode}-{config_hash(cfg, inputs=inputs)}"
+    # max_patients=null (every training patient) hashes as the configs written before the key existed did, so their
+    # adapters stay valid
+    unset = ("max_patients",) if cfg.max_patients is None else ()
+    folder = f"{cfg.sft.mode}-{config_hash(cfg, exclude=unset, inputs=inputs)}"
     return root / "sft" / cfg.dataset.name / cfg.task.name / cfg.backbone.name / folder
 
 

@@ -28,7 +28,7 @@ UNSEALED = ("checkpoints",)
 VOLATILE_KEYS = (
     "paths", "logger", "hydra", "num_threads", "overwrite", "show_prompt",
     # the pipeline's own keys, which an experiment may set and every stage's config then carries
-    "stages", "baselines", "stage_overrides", "tags",
+    "stages", "baselines", "stage_overrides", "evaluate_adapters", "tags",
     "trainer.default_root_dir", "datamodule.raw_source", "datamodule.data_dir", "datamodule.num_workers",
     "generation.batch_size",
 )  # fmt: skip
