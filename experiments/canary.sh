@@ -11,8 +11,9 @@
 #   RUN_DIR=<run> ARMS="label_only no_adaptive_clip" BASE=no bash experiments/canary.sh   # more arms for a run
 # Arms (ARMS, default "eagrl grpo"; eagrl first: it evaluates the base model and trains the Stage-1 adapter the RL arms
 # start from, the others reuse both): eagrl; grpo (rl=grpo ablation=no_ratt: R_att 0, fixed clip); no_ratt (w/o
-# R_att, adaptive clip kept); no_adaptive_clip (R_att, fixed clip 0.2); dapo (rl=dapo); label_only (Stage 1 on the
-# label alone under the same readable prompt in the vanilla style, completion 0.<label>, evaluated as such).
+# R_att, adaptive clip kept); no_adaptive_clip (R_att, fixed clip 0.2); dapo (rl=dapo); no_stage1 (EAG-RL from a
+# fresh adapter on the base model, no Stage 1); label_only (Stage 1 on the label alone under the same readable prompt
+# in the vanilla style, completion 0.<label>, evaluated as such). w/o Stage 2 is the Stage-1 SFT row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-0 1 2}
@@ -30,6 +31,7 @@ arm_overrides() {
     grpo) overrides=(rl=grpo ablation=no_ratt "baselines=[]") ;;
     no_ratt | no_adaptive_clip) overrides=("ablation=$1" "baselines=[]") ;;
     dapo) overrides=(rl=dapo "baselines=[]") ;;
+    no_stage1) overrides=(ablation=no_stage1 "baselines=[]" "stages=[expert,rl,evaluate]" "evaluate_adapters=[rl]") ;;
     label_only) overrides=("stages=[sft,evaluate]" "baselines=[]"
       "stage_overrides.sft=['sft=label_only','prompt=vanilla','sft.completion=\"<Final answer> 0.{label} </Final answer>\"']"
       "stage_overrides.evaluate=['prompt=vanilla']") ;;

@@ -1,6 +1,6 @@
 """The canary comparison (issue 16) from the pipeline runs of experiments/canary.sh: base, Stage-1 SFT (trajectory or
 expert-label), GRPO and EAG-RL, and any further arm the run has (label-only SFT, the ablations w/o R_att and w/o
-adaptive clip, DAPO) on a cohort's test split (the synthetic canary, or a real one such as TJH with
+adaptive clip, DAPO, w/o Stage 1) on a cohort's test split (the synthetic canary, or a real one such as TJH with
 experiment=tjh_expert_label), over the training seeds.
 
     python experiments/canary_compare.py logs/canary/runs/<stamp> [--benchmarks BENCHMARKS.md]
@@ -45,6 +45,7 @@ METHODS = {
     "w/o R_att (adaptive clip)": ("no_ratt", "evaluate:rl"),
     "w/o adaptive clip (R_att, fixed clip)": ("no_adaptive_clip", "evaluate:rl"),
     "DAPO": ("dapo", "evaluate:rl"),
+    "w/o Stage 1 (RL from the base model)": ("no_stage1", "evaluate:rl"),
     "EAG-RL": ("eagrl", "evaluate:rl"),
 }
 #: the arms whose pipeline trains an RL adapter, EAG-RL first
