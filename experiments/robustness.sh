@@ -5,6 +5,8 @@
 # test patients with SmolLM2-135M): reduce with SEEDS=0,1 or MAX_PATIENTS=100 (then say so beside the numbers).
 #   RL_ADAPTER=artifacts/rl/tjh/mortality/smollm2_135m/eagrl-none-<hash> bash experiments/robustness.sh
 #   EXPERIMENT=paper RL_ADAPTER=... bash experiments/robustness.sh trainer=gpu
+#   EXPERIMENT=tjh_expert_label PROMPT=features_answer RL_ADAPTER=<eagrl-none-…> OTHER_ADAPTERS=<grpo-no_ratt-…> \
+#     SEEDS=0 BASE=no bash experiments/robustness.sh     # EAG-RL vs GRPO under the expert-label recipe's prompt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXPERIMENT=${EXPERIMENT:-stage1_tjh_smollm2}
@@ -13,15 +15,28 @@ RL_ADAPTER=${RL_ADAPTER:?set RL_ADAPTER to an eagrl-rl artifact folder}
 FRACTIONS=${FRACTIONS:-0.2,0.4,0.6,1.0}
 SEEDS=${SEEDS:-0,1,2,3,4}
 MAX_PATIENTS=${MAX_PATIENTS:-null}
+# the BENCHMARKS.md block the table replaces
+SECTION=${SECTION:-robustness}
+# the prompt style every LLM answers under (the style its adapter was trained in)
+PROMPT=${PROMPT:-pqd}
+# further adapters shuffled alike (space-separated eagrl-rl / eagrl-sft folders, e.g. GRPO's beside EAG-RL's)
+OTHER_ADAPTERS=${OTHER_ADAPTERS:-}
+# yes: the base LLM too; no: the adapters alone
+BASE=${BASE:-yes}
+# shellcheck disable=SC2206  # OTHER_ADAPTERS is a space-separated list of folders
+adapters=("$RL_ADAPTER" $OTHER_ADAPTERS)
+[ "$BASE" = yes ] && adapters+=(null)
 sweep=logs/robustness/multiruns/$(date +%Y-%m-%d_%H-%M-%S)
-for policy in "adapter=$RL_ADAPTER" "adapter=null"; do
-  name=$([ "$policy" = "adapter=null" ] && echo base || echo rl)
-  .venv/bin/eagrl-evaluate -m "experiment=$EXPERIMENT" "dataset=$DATASET" prompt=pqd "$policy" "max_patients=$MAX_PATIENTS" \
-    prompt.shuffle_fraction=0 "hydra.sweep.dir=$sweep/$name-unshuffled" "$@"
-  .venv/bin/eagrl-evaluate -m "experiment=$EXPERIMENT" "dataset=$DATASET" prompt=pqd "$policy" "max_patients=$MAX_PATIENTS" \
-    "prompt.shuffle_fraction=$FRACTIONS" "prompt.shuffle_seed=$SEEDS" "hydra.sweep.dir=$sweep/$name" "$@"
+for index in "${!adapters[@]}"; do
+  adapter=${adapters[$index]}
+  name=$([ "$adapter" = null ] && echo base || echo "adapter$index")
+  .venv/bin/eagrl-evaluate -m "experiment=$EXPERIMENT" "dataset=$DATASET" "prompt=$PROMPT" "adapter=$adapter" \
+    "max_patients=$MAX_PATIENTS" prompt.shuffle_fraction=0 "hydra.sweep.dir=$sweep/$name-unshuffled" "$@"
+  .venv/bin/eagrl-evaluate -m "experiment=$EXPERIMENT" "dataset=$DATASET" "prompt=$PROMPT" "adapter=$adapter" \
+    "max_patients=$MAX_PATIENTS" "prompt.shuffle_fraction=$FRACTIONS" "prompt.shuffle_seed=$SEEDS" \
+    "hydra.sweep.dir=$sweep/$name" "$@"
 done
 .venv/bin/eagrl-expert -m expert=concare "dataset=$DATASET" seed=0 logger=none "robustness.shuffle_fraction=0,$FRACTIONS" \
   "robustness.shuffle_seed=$SEEDS" "hydra.sweep.dir=$sweep/expert"
 .venv/bin/eagrl-aggregate "$sweep"/* --layout robustness --plot "$sweep/robustness.png" --benchmarks BENCHMARKS.md \
-  --section robustness --command "RL_ADAPTER=$RL_ADAPTER bash experiments/robustness.sh $*  (plot: $sweep/robustness.png)"
+  --section "$SECTION" --command "EXPERIMENT=$EXPERIMENT PROMPT=$PROMPT RL_ADAPTER=$RL_ADAPTER OTHER_ADAPTERS=\"$OTHER_ADAPTERS\" BASE=$BASE SEEDS=$SEEDS MAX_PATIENTS=$MAX_PATIENTS bash experiments/robustness.sh $*  (plot: $sweep/robustness.png)"
