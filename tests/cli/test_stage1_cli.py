@@ -203,7 +203,7 @@ def test_expert_label_examples_name_the_experts_salient_set_and_the_labels_answe
         load_examples(broken)
 
 
-def test_max_patients_trains_on_a_label_stratified_sample_and_trajectory_sft_refuses_it(tmp_path):
+def test_max_patients_trains_on_a_label_stratified_sample(tmp_path):
     from omegaconf import OmegaConf
 
     from eagrl.cli.sft import artifact_dir, load_examples
@@ -219,8 +219,6 @@ def test_max_patients_trains_on_a_label_stratified_sample_and_trajectory_sft_ref
     assert abs(deaths / 40 - sum(labels.values()) / len(labels)) <= 1 / 40  # the training split's prevalence
     again, _ = load_examples(cfg)
     assert [example.patient_id for example in again] == [example.patient_id for example in examples]
-    with pytest.raises(ConfigError, match="limit the search instead"):
-        load_examples(compose_config("sft", [*SFT, "max_patients=40"], tmp))
     # the sample has its own adapter folder; max_patients=null keeps the folder of the configs without the key
     everyone = compose_config("sft", [*SFT, "sft=label_only"], tmp)
     without_key = OmegaConf.masked_copy(everyone, [key for key in everyone if key != "max_patients"])
@@ -228,13 +226,30 @@ def test_max_patients_trains_on_a_label_stratified_sample_and_trajectory_sft_ref
     assert artifact_dir(cfg, {}) != artifact_dir(everyone, {})
 
 
-def _train_records(cfg):
+def test_trajectory_sft_keeps_the_trajectories_of_its_max_patients_sample(searched):
+    """The search's max_patients sample is the SFT's with the same value: every trajectory stays; a smaller sample
+    keeps only its own patients' trajectories."""
+    from eagrl.cli.sft import load_examples
+
+    tmp, _ = searched
+    overrides = [*SFT, f"paths.artifact_dir={tmp / 'artifacts'}"]
+    everyone, _ = load_examples(compose_config("sft", overrides, tmp))
+    searched_sample, _ = load_examples(compose_config("sft", [*overrides, "max_patients=16"], tmp))
+    assert [example.patient_id for example in searched_sample] == [example.patient_id for example in everyone]
+    cfg = compose_config("sft", [*overrides, "max_patients=4"], tmp)
+    sample = {record.patient_id for record in _train_records(cfg, 4)}
+    fewer, _ = load_examples(cfg)
+    assert {example.patient_id for example in fewer} <= sample and len(fewer) < len(everyone)
+
+
+def _train_records(cfg, count=None):
+    """The training split's patients (a label-stratified sample of ``count``; None = all)."""
     from hydra.utils import instantiate
 
     datamodule = instantiate(cfg.datamodule)
     datamodule.prepare_data()
     datamodule.setup()
-    return datamodule.patients("train", cfg.task, cfg.prompt)[0]
+    return datamodule.records("train", count)
 
 
 def test_prompt_tokens_are_masked_and_the_turn_ends():

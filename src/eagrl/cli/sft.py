@@ -69,24 +69,27 @@ def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
     """The chat examples of ``sft.mode`` and the file their completions came from: the trajectories, the expert's
     importance (expert-label) or None (label-only). Label-only and expert-label completions are ``sft.completion``
     with the patient's ``{label}`` (0 or 1), ``{answer}`` (``sft.label_answers[label]``) and ``{features}``
-    (expert-label: C_exp); they cover ``max_patients`` training patients (a label-stratified sample; None = all)."""
+    (expert-label: C_exp). Every mode keeps the patients of ``max_patients`` training patients (a label-stratified
+    sample, the one eagrl-mcts searches with the same value; None = all)."""
     from eagrl.policy.sft import ChatExample
 
+    datamodule = instantiate(cfg.datamodule)
+    datamodule.prepare_data()
+    datamodule.setup()
     if cfg.sft.mode == "trajectory":
-        if cfg.max_patients is not None:
-            raise ConfigError(
-                f"max_patients={cfg.max_patients} limits sft=label_only and sft=expert_label; trajectory SFT trains on "
-                "what the search selected: limit the search instead (eagrl-mcts max_patients=N)"
-            )
         path = trajectory_file(cfg)
         try:
             frame = pd.read_parquet(path, columns=["patient_id", "system", "user", "completion"])
         except (OSError, ValueError, KeyError) as error:
             raise DataError(f"{path}: unreadable trajectories ({type(error).__name__}: {error})") from None
+        if cfg.max_patients is not None:
+            sample = {str(record.patient_id) for record in datamodule.records("train", cfg.max_patients)}
+            frame = frame[frame["patient_id"].astype(str).isin(sample)]
         if frame.empty:
+            sampled = f" of the {cfg.max_patients} training patients max_patients keeps" if cfg.max_patients else ""
             raise DataError(
-                f"{path} holds no selected trajectory: relax mcts.selection (correct_side=false, min_att=0) or "
-                "raise mcts.rollouts, then rerun eagrl-mcts"
+                f"{path} holds no selected trajectory{sampled}: relax mcts.selection (correct_side=false, min_att=0) "
+                "or raise mcts.rollouts, then rerun eagrl-mcts"
             )
         examples = [
             ChatExample(
@@ -97,9 +100,6 @@ def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
             for row in frame.itertuples(index=False)
         ]
         return examples, path
-    datamodule = instantiate(cfg.datamodule)
-    datamodule.prepare_data()
-    datamodule.setup()
     records, prompts = datamodule.patients("train", cfg.task, cfg.prompt, cfg.max_patients)
     source, features = expert_feature_lists(cfg, records, prompts) if cfg.sft.mode == "expert_label" else (None, None)
     answers = cfg.sft.get("label_answers")
