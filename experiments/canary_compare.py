@@ -161,11 +161,13 @@ def table(run: Path) -> str:
         if not present:
             lines.append(f"| {method} | missing |" + " |" * (len(agreements) + 2))
             continue
+        # a method not yet run for every seed says so beside its mean
+        name = method if len(present) == len(seeds) else f"{method} ({len(present)} of {len(seeds)} seeds)"
         scores = [point_metrics(f["label"].to_numpy(), f["probability"].to_numpy()) for f in present]
         overlaps = [fmt([agreement(f).mean() for f in present], 1) for _, agreement in agreements]
         failures = [float((~f["parse_status"].isin(READ_STATUSES)).mean()) for f in present]
         lines.append(
-            f"| {method} | {fmt([s['auroc'] for s in scores])} | {fmt([s['auprc'] for s in scores])} | "
+            f"| {name} | {fmt([s['auroc'] for s in scores])} | {fmt([s['auprc'] for s in scores])} | "
             + " | ".join(overlaps)
             + f" | {fmt(failures, 1)} |"
         )
