@@ -209,8 +209,7 @@ def test_max_patients_trains_on_a_label_stratified_sample(tmp_path):
     from eagrl.cli.sft import artifact_dir, load_examples
     from eagrl.utils.artifacts import config_hash
 
-    tmp = tmp_path
-    cfg = compose_config("sft", [*SFT, "sft=label_only", "max_patients=40"], tmp)
+    cfg = compose_config("sft", [*SFT, "sft=label_only", "max_patients=40"], tmp_path)
     examples, _ = load_examples(cfg)
     labels = {record.patient_id: record.label for record in _train_records(cfg)}
     assert len(examples) == len({example.patient_id for example in examples}) == 40
@@ -220,7 +219,7 @@ def test_max_patients_trains_on_a_label_stratified_sample(tmp_path):
     again, _ = load_examples(cfg)
     assert [example.patient_id for example in again] == [example.patient_id for example in examples]
     # the sample has its own adapter folder; max_patients=null keeps the folder of the configs without the key
-    everyone = compose_config("sft", [*SFT, "sft=label_only"], tmp)
+    everyone = compose_config("sft", [*SFT, "sft=label_only"], tmp_path)
     without_key = OmegaConf.masked_copy(everyone, [key for key in everyone if key != "max_patients"])
     assert artifact_dir(everyone, {}).name == f"label_only-{config_hash(without_key, inputs={})}"
     assert artifact_dir(cfg, {}) != artifact_dir(everyone, {})

@@ -61,14 +61,13 @@ class Pipeline:
     """Runs the stages of one pipeline config, passing artifacts along."""
 
     def __init__(self, cfg: DictConfig):
-        unknown = [stage for stage in cfg.stages if stage not in STAGES]
-        if unknown:
-            raise ConfigError(f"stages: unknown stage {unknown[0]!r}; the stages are {', '.join(STAGES)}")
-        unknown = [adapter for adapter in cfg.evaluate_adapters if adapter not in ADAPTERS]
-        if unknown:
-            raise ConfigError(
-                f"evaluate_adapters: unknown adapter {unknown[0]!r}; the trained adapters are {', '.join(ADAPTERS)}"
-            )
+        for key, known, kind, known_as in (
+            ("stages", STAGES, "stage", "the stages"),
+            ("evaluate_adapters", ADAPTERS, "adapter", "the trained adapters"),
+        ):
+            unknown = [name for name in cfg[key] if name not in known]
+            if unknown:
+                raise ConfigError(f"{key}: unknown {kind} {unknown[0]!r}; {known_as} are {', '.join(known)}")
         self.cfg = cfg
         self.run_dir = Path(cfg.paths.output_dir)
         hydra_cfg = HydraConfig.get()

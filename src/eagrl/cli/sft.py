@@ -65,6 +65,14 @@ def trajectory_file(cfg: DictConfig) -> Path:
     return folder / "selected.parquet"
 
 
+def prepared_datamodule(cfg: DictConfig):
+    """The run's EHR data module, prepared and set up."""
+    datamodule = instantiate(cfg.datamodule)
+    datamodule.prepare_data()
+    datamodule.setup()
+    return datamodule
+
+
 def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
     """The chat examples of ``sft.mode`` and the file their completions came from: the trajectories, the expert's
     importance (expert-label) or None (label-only). Label-only and expert-label completions are ``sft.completion``
@@ -73,9 +81,6 @@ def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
     sample, the one eagrl-mcts searches with the same value; None = all)."""
     from eagrl.policy.sft import ChatExample
 
-    datamodule = instantiate(cfg.datamodule)
-    datamodule.prepare_data()
-    datamodule.setup()
     if cfg.sft.mode == "trajectory":
         path = trajectory_file(cfg)
         try:
@@ -83,7 +88,7 @@ def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
         except (OSError, ValueError, KeyError) as error:
             raise DataError(f"{path}: unreadable trajectories ({type(error).__name__}: {error})") from None
         if cfg.max_patients is not None:
-            sample = {str(record.patient_id) for record in datamodule.records("train", cfg.max_patients)}
+            sample = {str(record.patient_id) for record in prepared_datamodule(cfg).records("train", cfg.max_patients)}
             frame = frame[frame["patient_id"].astype(str).isin(sample)]
         if frame.empty:
             sampled = f" of the {cfg.max_patients} training patients max_patients keeps" if cfg.max_patients else ""
@@ -100,7 +105,7 @@ def load_examples(cfg: DictConfig) -> tuple[list, Path | None]:
             for row in frame.itertuples(index=False)
         ]
         return examples, path
-    records, prompts = datamodule.patients("train", cfg.task, cfg.prompt, cfg.max_patients)
+    records, prompts = prepared_datamodule(cfg).patients("train", cfg.task, cfg.prompt, cfg.max_patients)
     source, features = expert_feature_lists(cfg, records, prompts) if cfg.sft.mode == "expert_label" else (None, None)
     answers = cfg.sft.get("label_answers")
     try:
@@ -156,10 +161,7 @@ def epoch_validation(cfg: DictConfig, tokenizer, batch_size: int):
         return None
     if cfg.sft.val_score not in METHODS:
         raise ConfigError(f"sft.val_score={cfg.sft.val_score!r}: use one of {', '.join(METHODS)}, or null")
-    datamodule = instantiate(cfg.datamodule)
-    datamodule.prepare_data()
-    datamodule.setup()
-    records, prompts = datamodule.patients("val", cfg.task, cfg.prompt, cfg.sft.val_patients)
+    records, prompts = prepared_datamodule(cfg).patients("val", cfg.task, cfg.prompt, cfg.sft.val_patients)
     if len({record.label for record in records}) < 2:
         raise ConfigError(
             f"the {len(records)} validation patients hold one outcome only, so their AUROC is undefined: raise "
