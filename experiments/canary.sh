@@ -13,7 +13,9 @@
 # start from, the others reuse both): eagrl; grpo (rl=grpo ablation=no_ratt: R_att 0, fixed clip); no_ratt (w/o
 # R_att, adaptive clip kept); no_adaptive_clip (R_att, fixed clip 0.2); dapo (rl=dapo); no_stage1 (EAG-RL from a
 # fresh adapter on the base model, no Stage 1); label_only (Stage 1 on the label alone under the same readable prompt
-# in the vanilla style, completion 0.<label>, evaluated as such). w/o Stage 2 is the Stage-1 SFT row.
+# in the vanilla style, completion 0.<label>, evaluated as such); trajectory (the paper's Stage 1 instead: the
+# expert-guided search writes PQD answers under the same readable prompt, SFT on the selected trajectories, evaluated
+# in PQD). w/o Stage 2 is the Stage-1 SFT row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-0 1 2}
@@ -35,6 +37,8 @@ arm_overrides() {
     label_only) overrides=("stages=[sft,evaluate]" "baselines=[]"
       "stage_overrides.sft=['sft=label_only','prompt=vanilla','sft.completion=\"<Final answer> 0.{label} </Final answer>\"']"
       "stage_overrides.evaluate=['prompt=vanilla']") ;;
+    trajectory) overrides=(prompt=pqd "stages=[expert,mcts,sft,evaluate]" "baselines=[]" "evaluate_adapters=[sft]"
+      "stage_overrides.sft=['sft=trajectory']") ;;
     *) return 1 ;;
   esac
 }

@@ -40,6 +40,7 @@ from eagrl.rewards import jaccard
 METHODS = {
     "base": ("eagrl", "baseline:*"),
     "label-only SFT": ("label_only", "evaluate:sft"),
+    "trajectory SFT (MCTS, PQD)": ("trajectory", "evaluate:sft"),
     "Stage-1 SFT": ("eagrl", "evaluate:sft"),
     "GRPO (R_att 0, fixed clip)": ("grpo", "evaluate:rl"),
     "w/o R_att (adaptive clip)": ("no_ratt", "evaluate:rl"),

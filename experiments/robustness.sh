@@ -7,6 +7,7 @@
 #   EXPERIMENT=paper RL_ADAPTER=... bash experiments/robustness.sh trainer=gpu
 #   EXPERIMENT=tjh_expert_label PROMPT=features_answer RL_ADAPTER=<eagrl-none-…> OTHER_ADAPTERS=<grpo-no_ratt-…> \
 #     SEEDS=0 BASE=no bash experiments/robustness.sh     # EAG-RL vs GRPO under the expert-label recipe's prompt
+#   JOBS=2 ... bash experiments/robustness.sh num_threads=1  # the LLMs' evaluations two at a time (one per core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXPERIMENT=${EXPERIMENT:-stage1_tjh_smollm2}
@@ -23,20 +24,32 @@ PROMPT=${PROMPT:-pqd}
 OTHER_ADAPTERS=${OTHER_ADAPTERS:-}
 # yes: the base LLM too; no: the adapters alone
 BASE=${BASE:-yes}
+# how many LLMs are evaluated at once (each LLM's evaluations stay in order; give each num_threads=<cores / JOBS>)
+JOBS=${JOBS:-1}
 # shellcheck disable=SC2206  # OTHER_ADAPTERS is a space-separated list of folders
 adapters=("$RL_ADAPTER" $OTHER_ADAPTERS)
 [ "$BASE" = yes ] && adapters+=(null)
 sweep=logs/robustness/multiruns/$(date +%Y-%m-%d_%H-%M-%S)
+# evaluate_llm <adapter> <name>: the LLM's unshuffled answers, then every fraction × shuffle seed
+evaluate_llm() {
+  .venv/bin/eagrl-evaluate -m "experiment=$EXPERIMENT" "dataset=$DATASET" "prompt=$PROMPT" "adapter=$1" \
+    "max_patients=$MAX_PATIENTS" prompt.shuffle_fraction=0 "hydra.sweep.dir=$sweep/$2-unshuffled" "${overrides[@]}"
+  .venv/bin/eagrl-evaluate -m "experiment=$EXPERIMENT" "dataset=$DATASET" "prompt=$PROMPT" "adapter=$1" \
+    "max_patients=$MAX_PATIENTS" "prompt.shuffle_fraction=$FRACTIONS" "prompt.shuffle_seed=$SEEDS" \
+    "hydra.sweep.dir=$sweep/$2" "${overrides[@]}"
+}
+overrides=("$@")
+pids=()
 for index in "${!adapters[@]}"; do
   adapter=${adapters[$index]}
   name=$([ "$adapter" = null ] && echo base || echo "adapter$index")
-  .venv/bin/eagrl-evaluate -m "experiment=$EXPERIMENT" "dataset=$DATASET" "prompt=$PROMPT" "adapter=$adapter" \
-    "max_patients=$MAX_PATIENTS" prompt.shuffle_fraction=0 "hydra.sweep.dir=$sweep/$name-unshuffled" "$@"
-  .venv/bin/eagrl-evaluate -m "experiment=$EXPERIMENT" "dataset=$DATASET" "prompt=$PROMPT" "adapter=$adapter" \
-    "max_patients=$MAX_PATIENTS" "prompt.shuffle_fraction=$FRACTIONS" "prompt.shuffle_seed=$SEEDS" \
-    "hydra.sweep.dir=$sweep/$name" "$@"
+  # at most JOBS LLMs at once: wait for the oldest before starting another
+  if [ "${#pids[@]}" -ge "$JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+  evaluate_llm "$adapter" "$name" &
+  pids+=($!)
 done
+for pid in "${pids[@]}"; do wait "$pid"; done
 .venv/bin/eagrl-expert -m expert=concare "dataset=$DATASET" seed=0 logger=none "robustness.shuffle_fraction=0,$FRACTIONS" \
   "robustness.shuffle_seed=$SEEDS" "hydra.sweep.dir=$sweep/expert"
 .venv/bin/eagrl-aggregate "$sweep"/* --layout robustness --plot "$sweep/robustness.png" --benchmarks BENCHMARKS.md \
-  --section "$SECTION" --command "EXPERIMENT=$EXPERIMENT PROMPT=$PROMPT RL_ADAPTER=$RL_ADAPTER OTHER_ADAPTERS=\"$OTHER_ADAPTERS\" BASE=$BASE SEEDS=$SEEDS MAX_PATIENTS=$MAX_PATIENTS bash experiments/robustness.sh $*  (plot: $sweep/robustness.png)"
+  --section "$SECTION" --command "EXPERIMENT=$EXPERIMENT PROMPT=$PROMPT RL_ADAPTER=$RL_ADAPTER OTHER_ADAPTERS=\"$OTHER_ADAPTERS\" BASE=$BASE SEEDS=$SEEDS MAX_PATIENTS=$MAX_PATIENTS JOBS=$JOBS bash experiments/robustness.sh $*  (plot: $sweep/robustness.png)"

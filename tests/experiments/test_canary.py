@@ -27,7 +27,7 @@ OVERRIDES = [
 INTERVAL = r"[+-]\d+\.\d+ \[[+-]\d+\.\d+, [+-]\d+\.\d+\]"
 
 
-def run_canary(tmp_path: Path, arms: str) -> subprocess.CompletedProcess:
+def run_canary(tmp_path: Path, arms: str, overrides: list[str] = OVERRIDES) -> subprocess.CompletedProcess:
     """canary.sh for seed 0 of experiment=tiny with every output (artifacts, data, run, BENCHMARKS) under tmp_path."""
     env = {
         **os.environ,
@@ -41,7 +41,7 @@ def run_canary(tmp_path: Path, arms: str) -> subprocess.CompletedProcess:
         "BENCHMARKS": str(tmp_path / "BENCHMARKS.md"),
         "WANDB_SILENT": "true",
     }
-    return subprocess.run(["bash", str(SCRIPT), *OVERRIDES], capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(["bash", str(SCRIPT), *overrides], capture_output=True, text=True, env=env, timeout=900)
 
 
 @pytest.mark.slow
@@ -69,6 +69,22 @@ def test_canary_script_runs_the_arms_and_writes_the_paired_comparison(tmp_path):
     # the RL table: both arms, the GRPO adapter's distance from EAG-RL's as a number
     assert re.search(r"^\| eagrl \| 0 \| .* \| — \|$", block, re.MULTILINE)
     assert re.search(r"^\| grpo \| 0 \| .* \| \d\.\d\de[+-]\d\d \|$", block, re.MULTILINE)
+
+
+@pytest.mark.slow
+def test_canary_trajectory_arm_searches_and_scores_the_pqd_sft_adapter(tmp_path):
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n")
+    overrides = [*OVERRIDES[:2], OVERRIDES[3], OVERRIDES[5]]  # tiny's own stages and Stage 1 (the search)
+    result = run_canary(tmp_path, "eagrl trajectory", overrides)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+    assert "trajectory-seed0\t" in (tmp_path / "run" / "times.tsv").read_text()
+    assert list((tmp_path / "artifacts").rglob("mcts/**/selected.parquet"))
+    evaluated = (tmp_path / "run" / "trajectory-seed0" / "evaluate:sft" / "metrics.json").read_text()
+    assert '"method": "sft-trajectory"' in evaluated
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert re.search(r"^\| trajectory SFT \(MCTS, PQD\) \| \d+\.\d ± \d+\.\d \|", text, re.MULTILINE)
+    assert re.search(rf"^\| EAG-RL − trajectory SFT \(MCTS, PQD\) \| {INTERVAL} \|", text, re.MULTILINE)
 
 
 def test_canary_script_refuses_an_unknown_arm_before_running_anything(tmp_path):
