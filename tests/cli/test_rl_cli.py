@@ -54,6 +54,15 @@ def test_rl_writes_adapter_history_and_evaluate_reads_it(stage1):
     assert "tiny_random rl-eagrl on tjh/mortality val" in evaluated.stdout
 
 
+def test_a_run_without_reward_spread_stops_early_and_says_so(stage1):
+    # every tiny answer fails to parse: each group's rewards are equal, so the first flat step ends the run
+    result = run_cli("rl", [*RL, "rl=dapo", "rl.steps=3", "rl.stop_after_flat_steps=1"], stage1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "stopped early: no reward spread" in result.stdout
+    metrics = json.loads((_folder(stage1, "dapo-none-*") / "metrics.json").read_text())
+    assert metrics["steps"] == 1 and metrics["stopped_without_signal"] and metrics["flat_steps_at_end"] == 1
+
+
 @pytest.mark.slow
 def test_two_process_ddp_run_writes_one_artifact(stage1):
     """trainer=ddp runs eagrl-rl in 2 gloo processes (RolloutParallel): each samples one of the step's patients,

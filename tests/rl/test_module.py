@@ -18,7 +18,7 @@ import torch
 from eagrl.policy.attention import EAGRL_SDPA
 from eagrl.policy.backbone import attach_lora, tiny_random
 from eagrl.rewards import RewardTerms
-from eagrl.rl.module import PolicyRLModule, RLConfig, step_loader
+from eagrl.rl.module import PolicyRLModule, RLConfig, flat_streak, step_loader
 from eagrl.rl.rollout import RLPrompt, key_token_span, line_token_spans, score_responses
 from tests.policy.conftest import TINY, tiny
 
@@ -205,3 +205,33 @@ def test_validation_every_n_steps_keeps_the_best_adapter(select_on):
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             assert torch.equal(parameter, module.best.weights[name])
+
+
+def constant(prompt, text, parsed, internal) -> RewardTerms:
+    """Every answer the parse-failure reward: no group has a spread, every advantage is 0."""
+    return RewardTerms(total=-5.0, cls=math.nan, att=math.nan, parsed=False)
+
+
+def test_steps_without_a_reward_spread_stop_the_run_early_and_validate_there(caplog):
+    model, tokenizer, prompts = toy_policy()
+    rl = RLConfig(steps=10, prompts_per_step=2, group_size=2, max_new_tokens=4, batch_size=8, val_every_steps=4,
+                  stop_after_flat_steps=2)  # fmt: skip
+    module = PolicyRLModule(model, tokenizer, prompts, rl, reward=constant, val_prompts=prompts)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    with caplog.at_level("WARNING"):
+        trainer.fit(module, step_loader(rl.steps))
+    assert [h["flat_groups"] for h in module.history] == [1.0, 1.0]
+    assert [row["step"] for row in module.validations] == [0.0, 2.0]  # step 0, and where the run stopped
+    assert "RL stops after step 2 of 10" in caplog.text
+
+
+def test_a_reward_spread_keeps_the_run_going():
+    module, _, _ = _train(RLConfig(**{**RL_TOY.__dict__, "stop_after_flat_steps": 1}))
+    assert len(module.history) == RL_TOY.steps and all(h["flat_groups"] < 1.0 for h in module.history)
+
+
+def test_flat_streak_counts_the_trailing_steps_without_signal():
+    flags = [1.0, 0.5, 1.0, 1.0]
+    assert flat_streak([{"flat_groups": flag} for flag in flags]) == 2
+    assert flat_streak([{"flat_groups": 0.0}]) == 0 and flat_streak([]) == 0

@@ -223,6 +223,8 @@ def run(cfg: DictConfig) -> dict:
 def summarise(cfg, history: pd.DataFrame, seconds: float, threads: int, target: Path, resumed: bool) -> dict:
     """metrics.json of an RL run: the means of every logged value over the first and the last ``trend_steps`` steps
     (5, or half the run when shorter, so the two windows do not overlap), and the cost."""
+    from eagrl.rl.module import flat_streak
+
     window = min(5, max(1, len(history) // 2)) if len(history) else 0
     first = history.head(window).mean(numeric_only=True).to_dict() if window else {}
     last = history.tail(window).mean(numeric_only=True).to_dict() if window else {}
@@ -233,6 +235,9 @@ def summarise(cfg, history: pd.DataFrame, seconds: float, threads: int, target: 
         "method": method_name(cfg),
         "seed": cfg.seed,
         "steps": len(history),
+        # an early stop (rl.stop_after_flat_steps): the trailing steps in a row whose groups had no reward spread
+        "stopped_without_signal": bool(len(history) < cfg.rl.steps),
+        "flat_steps_at_end": flat_streak(history.to_dict("records")),
         "trend_steps": window,
         "first_steps": first,
         "last_steps": last,
@@ -254,11 +259,12 @@ def _finish(metrics: dict, cfg: DictConfig) -> None:
         if metrics["steps"]
         else "no RL step (the initial adapter is saved as it is)"
     )
+    stopped = " (stopped early: no reward spread)" if metrics.get("stopped_without_signal") else ""
     report(
         cfg,
         metrics,
         f"{metrics['method']} {metrics['backbone']} on {metrics['dataset']}/{metrics['task']}: {metrics['steps']} "
-        f"steps, {trend} ({metrics['seconds_this_run']:.0f} s) -> {metrics['artifact_dir']}",
+        f"steps{stopped}, {trend} ({metrics['seconds_this_run']:.0f} s) -> {metrics['artifact_dir']}",
     )
 
 

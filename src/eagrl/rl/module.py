@@ -19,7 +19,9 @@ One training step (manual optimisation):
    past GRPO's fixed 1 + ε and within 1 + ε_high(τ): where EAG-RL's gradient differs from GRPO's) and the largest
    ratio;
 6. every ``val_every_steps`` steps (and after the last) the validation patients are answered and scored; the
-   adapter with the best validation AUROC is the one the run reports.
+   adapter with the best validation AUROC is the one the run reports;
+7. after ``stop_after_flat_steps`` steps in a row whose groups all had one reward (every advantage 0, e.g. every
+   answer a parse failure: no policy-gradient signal) the run warns and stops early, saving the adapter as usual.
 
 Data-parallel (``trainer=ddp``, :class:`RolloutParallel`): each process samples its share of the step's
 patients, gradients are summed across processes (loss weights normalised over every process's answers) before every
@@ -106,6 +108,7 @@ class RLConfig:
     val_patients: int | None = None
     val_score: str = "token_expectation"
     select_on: str = "auroc"
+    stop_after_flat_steps: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -119,6 +122,8 @@ class RLConfig:
             )
         if self.prompts_per_step < 1 or self.updates_per_step < 1 or self.ppo_epochs < 1 or self.steps < 0:
             raise ConfigError("rl.prompts_per_step, rl.updates_per_step and rl.ppo_epochs must be >= 1, rl.steps >= 0")
+        if self.stop_after_flat_steps < 0:
+            raise ConfigError(f"rl.stop_after_flat_steps must be >= 0 (0 = never), got {self.stop_after_flat_steps}")
         if self.select_on not in SELECT_ON:
             raise ConfigError(f"rl.select_on={self.select_on!r}: use one of {', '.join(SELECT_ON)}")
         if self.val_score not in SCORE_METHODS:
@@ -220,6 +225,16 @@ def merge_stats(stats: dict[str, float]) -> dict[str, float]:
         else:
             merged[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
     return merged
+
+
+def flat_streak(history: Sequence[dict[str, float]]) -> int:
+    """How many of the last steps in a row had no group with a reward spread (``flat_groups`` 1: every advantage 0)."""
+    streak = 0
+    for stats in reversed(history):
+        if stats.get("flat_groups", 0.0) < 1.0:
+            break
+        streak += 1
+    return streak
 
 
 def step_loader(steps: int) -> DataLoader:
@@ -330,16 +345,27 @@ class PolicyRLModule(AdapterModule):
             stats["seconds/rollout"] + stats.get("seconds/update", 0.0),
         )  # fmt: skip
         self.log_dict({f"train/{key}": value for key, value in stats.items()}, on_step=True, batch_size=1)
-        if self.completed_steps == self.rl.steps and self.validation_due(self.completed_steps):
+        flat = flat_streak(self.history)
+        stopping = 0 < self.rl.stop_after_flat_steps <= flat and self.completed_steps < self.rl.steps
+        if stopping:
+            log.warning(
+                "RL stops after step %d of %d: the last %d steps gave no group a reward spread (every advantage 0, "
+                "parse failures %.0f %%), so no update could teach the policy anything; a policy that cannot answer "
+                "in the format needs Stage 1 first (rl.stop_after_flat_steps=0 runs every step)",
+                self.completed_steps, self.rl.steps, flat, 100 * stats["parse_failure"],
+            )  # fmt: skip
+            self.trainer.should_stop = True
+        if (stopping or self.completed_steps == self.rl.steps) and self.validation_due(self.completed_steps, stopping):
             self.validate(self.completed_steps)
 
     # ---- validation -------------------------------------------------------------------------------------------
-    def validation_due(self, completed: int) -> bool:
+    def validation_due(self, completed: int, last: bool = False) -> bool:
         """Whether the policy after ``completed`` steps is validated: every ``val_every_steps`` steps from 0, and
-        after the last step (on rank 0's patients only: validation is not split across processes)."""
+        after the last step (``rl.steps``, or ``last``: an early stop), on rank 0's patients only (validation is not
+        split across processes)."""
         if not self.val_prompts or self.rl.val_every_steps <= 0 or self.processes[0] != 0:
             return False
-        return completed % self.rl.val_every_steps == 0 or completed == self.rl.steps
+        return last or completed % self.rl.val_every_steps == 0 or completed == self.rl.steps
 
     def validate(self, completed: int) -> dict[str, float]:
         """Greedy answers of the validation patients, scored by ``rl.val_score`` and rewarded (R_att read from the
@@ -503,6 +529,8 @@ class PolicyRLModule(AdapterModule):
             "key_entropy": float(np.nanmean(key_entropy.numpy())) if torch.isfinite(key_entropy).any() else math.nan,
             "groups_sampled": float(len(sampled)),
             "groups_kept": float(len(kept)),
+            # groups with one reward for every answer (advantage 0: no policy-gradient signal); 1 when none is kept
+            "flat_groups": float(np.mean([bool((g.rewards == g.rewards[0]).all()) for g in kept])) if kept else 1.0,
             "nonfinite": float(self.guard.count),
         }
         if kept:
