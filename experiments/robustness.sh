@@ -26,6 +26,7 @@ OTHER_ADAPTERS=${OTHER_ADAPTERS:-}
 BASE=${BASE:-yes}
 # how many LLMs are evaluated at once (each LLM's evaluations stay in order; give each num_threads=<cores / JOBS>)
 JOBS=${JOBS:-1}
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "robustness.sh: JOBS must be a positive integer, got '$JOBS'" >&2; exit 2; }
 # shellcheck disable=SC2206  # OTHER_ADAPTERS is a space-separated list of folders
 adapters=("$RL_ADAPTER" $OTHER_ADAPTERS)
 [ "$BASE" = yes ] && adapters+=(null)
@@ -40,6 +41,9 @@ evaluate_llm() {
 }
 overrides=("$@")
 pids=()
+# each LLM's chain in its own process group; a failed evaluation stops the script and the chains still running
+set -m
+trap 'for pid in "${pids[@]}"; do kill -- "-$pid" 2> /dev/null || true; done' EXIT
 for index in "${!adapters[@]}"; do
   adapter=${adapters[$index]}
   name=$([ "$adapter" = null ] && echo base || echo "adapter$index")
@@ -49,6 +53,7 @@ for index in "${!adapters[@]}"; do
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
+pids=()
 .venv/bin/eagrl-expert -m expert=concare "dataset=$DATASET" seed=0 logger=none "robustness.shuffle_fraction=0,$FRACTIONS" \
   "robustness.shuffle_seed=$SEEDS" "hydra.sweep.dir=$sweep/expert"
 .venv/bin/eagrl-aggregate "$sweep"/* --layout robustness --plot "$sweep/robustness.png" --benchmarks BENCHMARKS.md \
