@@ -1,17 +1,17 @@
 """The canary comparison (issue 16) from the pipeline runs of experiments/canary.sh: base, Stage-1 SFT (trajectory or
-expert-label), GRPO and EAG-RL, and any further arm the run has (label-only SFT, the ablations w/o R_att and w/o
-adaptive clip, DAPO, w/o Stage 1) on a cohort's test split (the synthetic canary, or a real one such as TJH with
+expert-label), GRPO and EAG-RL, and any further arm the run has (label-only SFT, trajectory SFT, the ablations w/o R_att
+and w/o adaptive clip, DAPO, w/o Stage 1) on a cohort's test split (the synthetic canary, or a real one such as TJH with
 experiment=tjh_expert_label), over the training seeds.
 
     python experiments/canary_compare.py logs/canary/runs/<stamp> [--benchmarks BENCHMARKS.md]
 
 Reads ``<run>/eagrl-seed<S>/`` (eagrl-pipeline experiment=<the run's>, seed=S: the expert, the base model's
 baseline:<prompt>, evaluate:sft, evaluate:rl) and ``<run>/<arm>-seed<S>/`` for the other arms of ``ARMS`` (grpo:
-rl=grpo ablation=no_ratt; label_only: evaluate:sft; the others evaluate:rl). Per method: test AUROC / AUPRC (mean
-± std over seeds), the mean Jaccard of each patient's declared features with the guiding expert's C_exp of that
-patient and, on the canary, with the planted set (dataset.planted), parse failures; paired bootstrap 95 % CIs of the
-differences EAG-RL − every other method (the same resampled patients for both methods and every seed; the statistic
-is the mean over seeds of the per-seed difference); from the RL histories: R_att first vs last steps, the
+rl=grpo ablation=no_ratt; label_only and trajectory: evaluate:sft; the others evaluate:rl). Per method: test AUROC /
+AUPRC (mean ± std over seeds), the mean Jaccard of each patient's declared features with the guiding expert's C_exp
+of that patient and, on the canary, with the planted set (dataset.planted), parse failures; paired bootstrap 95 %
+CIs of the differences EAG-RL − every other method (the same resampled patients for both methods and every seed; the
+statistic is the mean over seeds of the per-seed difference); from the RL histories: R_att first vs last steps, the
 adaptive-band fraction, the validation curves and the selection rule; and the largest absolute difference between
 each RL arm's adapter and EAG-RL's of the same seed.
 """

@@ -221,17 +221,21 @@ def test_steps_without_a_reward_spread_stop_the_run_early_and_validate_there(cap
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     with caplog.at_level("WARNING"):
         trainer.fit(module, step_loader(rl.steps))
-    assert [h["flat_groups"] for h in module.history] == [1.0, 1.0]
+    assert [(h["groups_flat"], h["groups_kept"]) for h in module.history] == [(2.0, 2.0), (2.0, 2.0)]
     assert [row["step"] for row in module.validations] == [0.0, 2.0]  # step 0, and where the run stopped
     assert "RL stops after step 2 of 10" in caplog.text
+    # a run resumed from the stop's checkpoint (its history restored) takes no further step
+    L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, step_loader(rl.steps))  # fmt: skip
+    assert len(module.history) == 2 and len(module.validations) == 2
 
 
 def test_a_reward_spread_keeps_the_run_going():
     module, _, _ = _train(RLConfig(**{**RL_TOY.__dict__, "stop_after_flat_steps": 1}))
-    assert len(module.history) == RL_TOY.steps and all(h["flat_groups"] < 1.0 for h in module.history)
+    assert len(module.history) == RL_TOY.steps and all(h["groups_flat"] < h["groups_kept"] for h in module.history)
 
 
 def test_flat_streak_counts_the_trailing_steps_without_signal():
-    flags = [1.0, 0.5, 1.0, 1.0]
-    assert flat_streak([{"flat_groups": flag} for flag in flags]) == 2
-    assert flat_streak([{"flat_groups": 0.0}]) == 0 and flat_streak([]) == 0
+    counts = [(2.0, 2.0), (1.0, 2.0), (0.0, 0.0), (2.0, 2.0)]  # (flat, kept); none kept is flat too
+    assert flat_streak([{"groups_flat": flat, "groups_kept": kept} for flat, kept in counts]) == 2
+    assert flat_streak([{"groups_flat": 0.0, "groups_kept": 2.0}]) == 0 and flat_streak([]) == 0

@@ -225,6 +225,7 @@ def summarise(cfg, history: pd.DataFrame, seconds: float, threads: int, target: 
     (5, or half the run when shorter, so the two windows do not overlap), and the cost."""
     from eagrl.rl.module import flat_streak
 
+    flat = flat_streak(history.to_dict("records"))
     window = min(5, max(1, len(history) // 2)) if len(history) else 0
     first = history.head(window).mean(numeric_only=True).to_dict() if window else {}
     last = history.tail(window).mean(numeric_only=True).to_dict() if window else {}
@@ -236,8 +237,8 @@ def summarise(cfg, history: pd.DataFrame, seconds: float, threads: int, target: 
         "seed": cfg.seed,
         "steps": len(history),
         # an early stop (rl.stop_after_flat_steps): the trailing steps in a row whose groups had no reward spread
-        "stopped_without_signal": bool(len(history) < cfg.rl.steps),
-        "flat_steps_at_end": flat_streak(history.to_dict("records")),
+        "stopped_without_signal": bool(len(history) < cfg.rl.steps and 0 < cfg.rl.stop_after_flat_steps <= flat),
+        "flat_steps_at_end": flat,
         "trend_steps": window,
         "first_steps": first,
         "last_steps": last,

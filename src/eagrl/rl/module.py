@@ -206,7 +206,7 @@ def sum_gradients(model: torch.nn.Module, finite: bool) -> bool:
 
 #: logged values summed over processes (each holds its part of the loss); the rest are averaged ignoring NaN, and
 #: times take the slowest process
-SUMMED_STATS = ("groups_sampled", "groups_kept", "nonfinite", "loss")
+SUMMED_STATS = ("groups_sampled", "groups_kept", "groups_flat", "nonfinite", "loss")
 #: logged values that are the largest over the processes (an average of maxima is no maximum)
 MAXIMUM_STATS = ("ratio_max", "eps_high_max")
 
@@ -228,10 +228,11 @@ def merge_stats(stats: dict[str, float]) -> dict[str, float]:
 
 
 def flat_streak(history: Sequence[dict[str, float]]) -> int:
-    """How many of the last steps in a row had no group with a reward spread (``flat_groups`` 1: every advantage 0)."""
+    """How many of the last steps in a row had no kept group with a reward spread (``groups_flat`` ==
+    ``groups_kept``, none kept included: every advantage 0)."""
     streak = 0
     for stats in reversed(history):
-        if stats.get("flat_groups", 0.0) < 1.0:
+        if stats.get("groups_flat", math.nan) != stats.get("groups_kept"):
             break
         streak += 1
     return streak
@@ -321,7 +322,7 @@ class PolicyRLModule(AdapterModule):
         """The next RL step (``self.completed_steps``, restored from a checkpoint on resume); the batch only paces
         the loop, which stops once ``rl.steps`` steps are done (see :func:`step_loader`)."""
         step = self.completed_steps
-        if step >= self.rl.steps:
+        if step >= self.rl.steps or self.out_of_signal():  # done, or resumed from the checkpoint of an early stop
             self.trainer.should_stop = True
             return
         self.model.eval()  # no dropout: π_old and π_θ differ by the updates only
@@ -345,18 +346,23 @@ class PolicyRLModule(AdapterModule):
             stats["seconds/rollout"] + stats.get("seconds/update", 0.0),
         )  # fmt: skip
         self.log_dict({f"train/{key}": value for key, value in stats.items()}, on_step=True, batch_size=1)
-        flat = flat_streak(self.history)
-        stopping = 0 < self.rl.stop_after_flat_steps <= flat and self.completed_steps < self.rl.steps
+        stopping = self.out_of_signal() and self.completed_steps < self.rl.steps
         if stopping:
             log.warning(
-                "RL stops after step %d of %d: the last %d steps gave no group a reward spread (every advantage 0, "
-                "parse failures %.0f %%), so no update could teach the policy anything; a policy that cannot answer "
-                "in the format needs Stage 1 first (rl.stop_after_flat_steps=0 runs every step)",
-                self.completed_steps, self.rl.steps, flat, 100 * stats["parse_failure"],
+                "RL stops after step %d of %d: for %d steps in a row no kept group had a reward spread (every "
+                "advantage 0: nothing to learn; this step: parse failures %.0f %%, accuracy %.0f %%, %d of %d groups "
+                "kept). A policy that cannot close the answer format needs Stage 1 first; rl.stop_after_flat_steps=0 "
+                "runs every step",
+                self.completed_steps, self.rl.steps, flat_streak(self.history), 100 * stats["parse_failure"],
+                100 * stats["accuracy"], stats["groups_kept"], stats["groups_sampled"],
             )  # fmt: skip
             self.trainer.should_stop = True
         if (stopping or self.completed_steps == self.rl.steps) and self.validation_due(self.completed_steps, stopping):
             self.validate(self.completed_steps)
+
+    def out_of_signal(self) -> bool:
+        """Whether the last ``rl.stop_after_flat_steps`` steps (0 = never) all lacked a reward spread."""
+        return 0 < self.rl.stop_after_flat_steps <= flat_streak(self.history)
 
     # ---- validation -------------------------------------------------------------------------------------------
     def validation_due(self, completed: int, last: bool = False) -> bool:
@@ -529,8 +535,8 @@ class PolicyRLModule(AdapterModule):
             "key_entropy": float(np.nanmean(key_entropy.numpy())) if torch.isfinite(key_entropy).any() else math.nan,
             "groups_sampled": float(len(sampled)),
             "groups_kept": float(len(kept)),
-            # groups with one reward for every answer (advantage 0: no policy-gradient signal); 1 when none is kept
-            "flat_groups": float(np.mean([bool((g.rewards == g.rewards[0]).all()) for g in kept])) if kept else 1.0,
+            # kept groups with one reward for every answer (advantage 0: no policy-gradient signal)
+            "groups_flat": float(sum(bool((group.rewards == group.rewards[0]).all()) for group in kept)),
             "nonfinite": float(self.guard.count),
         }
         if kept:
