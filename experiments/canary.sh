@@ -26,7 +26,7 @@ ARMS=${ARMS:-eagrl grpo}
 # the file whose canary_comparison block the comparison replaces
 BENCHMARKS=${BENCHMARKS:-BENCHMARKS.md}
 # arm_overrides <arm>: the arm's eagrl-pipeline overrides in $overrides (after the base model's choice in $base);
-# fails for an unknown arm
+# fails for an unknown arm. They come after the command line's overrides: what defines an arm cannot be overridden
 arm_overrides() {
   case $1 in
     eagrl) overrides=("${base[@]}") ;;
@@ -38,7 +38,7 @@ arm_overrides() {
       "stage_overrides.sft=['sft=label_only','prompt=vanilla','sft.completion=\"<Final answer> 0.{label} </Final answer>\"']"
       "stage_overrides.evaluate=['prompt=vanilla']") ;;
     trajectory) overrides=(prompt=pqd "stages=[expert,mcts,sft,evaluate]" "baselines=[]" "evaluate_adapters=[sft]"
-      "stage_overrides.sft=['sft=trajectory']") ;;
+      "stage_overrides.sft=['sft=trajectory']" "stage_overrides.evaluate=['generation.max_new_tokens=128']") ;;
     *) return 1 ;;
   esac
 }
@@ -57,8 +57,8 @@ for seed in $SEEDS; do
   fi
   for arm in $ARMS; do
     arm_overrides "$arm"
-    timed "$arm-seed$seed" "$bin/eagrl-pipeline" "experiment=$EXPERIMENT" "seed=$seed" "${overrides[@]}" \
-      "hydra.run.dir=$run_dir/$arm-seed$seed" "$@"
+    timed "$arm-seed$seed" "$bin/eagrl-pipeline" "experiment=$EXPERIMENT" "seed=$seed" "$@" "${overrides[@]}" \
+      "hydra.run.dir=$run_dir/$arm-seed$seed"
   done
 done
 "$bin/python" experiments/canary_compare.py "$run_dir" --benchmarks "$BENCHMARKS"

@@ -1,8 +1,10 @@
-"""experiments/canary.sh and experiments/canary_compare.py end to end with the tiny backbone on real TJH: two arms
-of one seed, the GRPO arm reusing the EAG-RL arm's Stage 1, and the comparison block they write."""
+"""experiments/canary.sh and experiments/canary_compare.py end to end with the tiny backbone on real TJH: three arms
+of one seed, the GRPO arm reusing the EAG-RL arm's Stage 1, the trajectory arm searching for its own, and the
+comparison block they write."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -27,7 +29,7 @@ OVERRIDES = [
 INTERVAL = r"[+-]\d+\.\d+ \[[+-]\d+\.\d+, [+-]\d+\.\d+\]"
 
 
-def run_canary(tmp_path: Path, arms: str, overrides: list[str] = OVERRIDES) -> subprocess.CompletedProcess:
+def run_canary(tmp_path: Path, arms: str) -> subprocess.CompletedProcess:
     """canary.sh for seed 0 of experiment=tiny with every output (artifacts, data, run, BENCHMARKS) under tmp_path."""
     env = {
         **os.environ,
@@ -41,50 +43,40 @@ def run_canary(tmp_path: Path, arms: str, overrides: list[str] = OVERRIDES) -> s
         "BENCHMARKS": str(tmp_path / "BENCHMARKS.md"),
         "WANDB_SILENT": "true",
     }
-    return subprocess.run(["bash", str(SCRIPT), *overrides], capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(["bash", str(SCRIPT), *OVERRIDES], capture_output=True, text=True, env=env, timeout=900)
 
 
 @pytest.mark.slow
 def test_canary_script_runs_the_arms_and_writes_the_paired_comparison(tmp_path):
     (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n")
-    result = run_canary(tmp_path, "eagrl grpo")
+    result = run_canary(tmp_path, "eagrl grpo trajectory")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
     times = (tmp_path / "run" / "times.tsv").read_text()
-    assert "eagrl-seed0\t" in times and "grpo-seed0\t" in times
-    # the GRPO arm starts from the EAG-RL arm's Stage-1 adapter: one SFT adapter, two RL adapters
-    assert len(list((tmp_path / "artifacts").rglob("sft/**/eagrl_adapter.json"))) == 1
-    assert len(list((tmp_path / "artifacts").rglob("rl/**/eagrl_adapter.json"))) == 2
+    assert all(f"{arm}-seed0\t" in times for arm in ("eagrl", "grpo", "trajectory"))
+    # the GRPO arm starts from the EAG-RL arm's Stage-1 adapter (expert-label SFT); the trajectory arm searches and
+    # trains its own, whatever Stage 1 the command line asked for: two SFT adapters, two RL adapters
+    artifacts = tmp_path / "artifacts"
+    sft = sorted(path.parent.name.split("-")[0] for path in artifacts.rglob("sft/**/eagrl_adapter.json"))
+    assert sft == ["expert_label", "trajectory"]
+    assert len(list(artifacts.rglob("rl/**/eagrl_adapter.json"))) == 2
+    assert list(artifacts.rglob("mcts/**/selected.parquet"))
+    evaluated = json.loads((tmp_path / "run" / "trajectory-seed0" / "evaluate:sft" / "metrics.json").read_text())
+    assert evaluated["method"] == "sft-trajectory"
 
     text = (tmp_path / "BENCHMARKS.md").read_text()
     start, end = "<!-- canary_comparison_tiny:start -->", "<!-- canary_comparison_tiny:end -->"
     block = text[text.index(start) : text.index(end)]
     assert "EXPERIMENT=tiny bash experiments/canary.sh" in block and "Seeds [0]" in block
-    for method in ("base", "Stage-1 SFT", "GRPO (R_att 0, fixed clip)", "EAG-RL"):
+    for method in ("base", "Stage-1 SFT", "trajectory SFT (MCTS, PQD)", "GRPO (R_att 0, fixed clip)", "EAG-RL"):
         assert re.search(rf"^\| {re.escape(method)} \| \d+\.\d ± \d+\.\d \|", block, re.MULTILINE), method
     # arms the run lacks have no row
     assert "| DAPO |" not in block and "| label-only SFT |" not in block
-    for other in ("GRPO (R_att 0, fixed clip)", "Stage-1 SFT", "base"):
+    for other in ("GRPO (R_att 0, fixed clip)", "Stage-1 SFT", "trajectory SFT (MCTS, PQD)", "base"):
         assert re.search(rf"^\| EAG-RL − {re.escape(other)} \| {INTERVAL} \|", block, re.MULTILINE), other
     # the RL table: both arms, the GRPO adapter's distance from EAG-RL's as a number
     assert re.search(r"^\| eagrl \| 0 \| .* \| — \|$", block, re.MULTILINE)
     assert re.search(r"^\| grpo \| 0 \| .* \| \d\.\d\de[+-]\d\d \|$", block, re.MULTILINE)
-
-
-@pytest.mark.slow
-def test_canary_trajectory_arm_searches_and_scores_the_pqd_sft_adapter(tmp_path):
-    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n")
-    overrides = [*OVERRIDES[:2], OVERRIDES[3], OVERRIDES[5]]  # tiny's own stages and Stage 1 (the search)
-    result = run_canary(tmp_path, "eagrl trajectory", overrides)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-
-    assert "trajectory-seed0\t" in (tmp_path / "run" / "times.tsv").read_text()
-    assert list((tmp_path / "artifacts").rglob("mcts/**/selected.parquet"))
-    evaluated = (tmp_path / "run" / "trajectory-seed0" / "evaluate:sft" / "metrics.json").read_text()
-    assert '"method": "sft-trajectory"' in evaluated
-    text = (tmp_path / "BENCHMARKS.md").read_text()
-    assert re.search(r"^\| trajectory SFT \(MCTS, PQD\) \| \d+\.\d ± \d+\.\d \|", text, re.MULTILINE)
-    assert re.search(rf"^\| EAG-RL − trajectory SFT \(MCTS, PQD\) \| {INTERVAL} \|", text, re.MULTILINE)
 
 
 def test_canary_script_refuses_an_unknown_arm_before_running_anything(tmp_path):
