@@ -223,9 +223,9 @@ def run(cfg: DictConfig) -> dict:
 def summarise(cfg, history: pd.DataFrame, seconds: float, threads: int, target: Path, resumed: bool) -> dict:
     """metrics.json of an RL run: the means of every logged value over the first and the last ``trend_steps`` steps
     (5, or half the run when shorter, so the two windows do not overlap), and the cost."""
-    from eagrl.rl.module import flat_streak
+    from eagrl.rl.module import flat_streak, out_of_signal
 
-    flat = flat_streak(history.to_dict("records"))
+    steps = history.to_dict("records")
     window = min(5, max(1, len(history) // 2)) if len(history) else 0
     first = history.head(window).mean(numeric_only=True).to_dict() if window else {}
     last = history.tail(window).mean(numeric_only=True).to_dict() if window else {}
@@ -237,8 +237,8 @@ def summarise(cfg, history: pd.DataFrame, seconds: float, threads: int, target: 
         "seed": cfg.seed,
         "steps": len(history),
         # an early stop (rl.stop_after_flat_steps): the trailing steps in a row whose groups had no reward spread
-        "stopped_without_signal": bool(len(history) < cfg.rl.steps and 0 < cfg.rl.stop_after_flat_steps <= flat),
-        "flat_steps_at_end": flat,
+        "stopped_without_signal": len(history) < cfg.rl.steps and out_of_signal(steps, cfg.rl.stop_after_flat_steps),
+        "flat_steps_at_end": flat_streak(steps),
         "trend_steps": window,
         "first_steps": first,
         "last_steps": last,

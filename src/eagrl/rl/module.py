@@ -238,6 +238,11 @@ def flat_streak(history: Sequence[dict[str, float]]) -> int:
     return streak
 
 
+def out_of_signal(history: Sequence[dict[str, float]], stop_after_flat_steps: int) -> bool:
+    """Whether the last ``stop_after_flat_steps`` steps (0 = never) all lacked a reward spread: the early stop."""
+    return 0 < stop_after_flat_steps <= flat_streak(history)
+
+
 def step_loader(steps: int) -> DataLoader:
     """Batches that pace :class:`PolicyRLModule`: more than ``steps`` of them, so a resumed run that Lightning
     restarts past a batch still reaches the last step (the module stops the loop there)."""
@@ -322,7 +327,8 @@ class PolicyRLModule(AdapterModule):
         """The next RL step (``self.completed_steps``, restored from a checkpoint on resume); the batch only paces
         the loop, which stops once ``rl.steps`` steps are done (see :func:`step_loader`)."""
         step = self.completed_steps
-        if step >= self.rl.steps or self.out_of_signal():  # done, or resumed from the checkpoint of an early stop
+        # done, or resumed from the checkpoint of an early stop
+        if step >= self.rl.steps or out_of_signal(self.history, self.rl.stop_after_flat_steps):
             self.trainer.should_stop = True
             return
         self.model.eval()  # no dropout: π_old and π_θ differ by the updates only
@@ -346,7 +352,7 @@ class PolicyRLModule(AdapterModule):
             stats["seconds/rollout"] + stats.get("seconds/update", 0.0),
         )  # fmt: skip
         self.log_dict({f"train/{key}": value for key, value in stats.items()}, on_step=True, batch_size=1)
-        stopping = self.out_of_signal() and self.completed_steps < self.rl.steps
+        stopping = self.completed_steps < self.rl.steps and out_of_signal(self.history, self.rl.stop_after_flat_steps)
         if stopping:
             log.warning(
                 "RL stops after step %d of %d: for %d steps in a row no kept group had a reward spread (every "
@@ -357,21 +363,17 @@ class PolicyRLModule(AdapterModule):
                 100 * stats["accuracy"], stats["groups_kept"], stats["groups_sampled"],
             )  # fmt: skip
             self.trainer.should_stop = True
-        if (stopping or self.completed_steps == self.rl.steps) and self.validation_due(self.completed_steps, stopping):
+        if (stopping or self.completed_steps == self.rl.steps) and self.validation_due(self.completed_steps, last=True):
             self.validate(self.completed_steps)
-
-    def out_of_signal(self) -> bool:
-        """Whether the last ``rl.stop_after_flat_steps`` steps (0 = never) all lacked a reward spread."""
-        return 0 < self.rl.stop_after_flat_steps <= flat_streak(self.history)
 
     # ---- validation -------------------------------------------------------------------------------------------
     def validation_due(self, completed: int, last: bool = False) -> bool:
         """Whether the policy after ``completed`` steps is validated: every ``val_every_steps`` steps from 0, and
-        after the last step (``rl.steps``, or ``last``: an early stop), on rank 0's patients only (validation is not
-        split across processes)."""
+        after the ``last`` step (``rl.steps``, or an early stop), on rank 0's patients only (validation is not split
+        across processes)."""
         if not self.val_prompts or self.rl.val_every_steps <= 0 or self.processes[0] != 0:
             return False
-        return last or completed % self.rl.val_every_steps == 0 or completed == self.rl.steps
+        return last or completed % self.rl.val_every_steps == 0
 
     def validate(self, completed: int) -> dict[str, float]:
         """Greedy answers of the validation patients, scored by ``rl.val_score`` and rewarded (R_att read from the
