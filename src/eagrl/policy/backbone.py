@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -96,7 +97,8 @@ def gguf_package(package: str, gguf_file: str, cache_dir: str, dtype: torch.dtyp
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
         model.hf_quantizer = None
-        partial = cache.with_name(cache.name + ".partial")
+        # one staging folder per process: two first runs at once (a multirun, parallel pipelines) both convert
+        partial = cache.with_name(f"{cache.name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
@@ -104,9 +106,22 @@ def gguf_package(package: str, gguf_file: str, cache_dir: str, dtype: torch.dtyp
         config = json.loads(config_path.read_text())
         config.pop("quantization_config", None)  # the saved weights are dequantized float32
         config_path.write_text(json.dumps(config, indent=2))
-        shutil.rmtree(cache, ignore_errors=True)
-        partial.rename(cache)
+        publish_conversion(partial, cache)
     return _load_folder(cache, dtype, attn_implementation)
+
+
+def publish_conversion(partial: Path, cache: Path) -> None:
+    """Move a finished conversion ``partial`` to ``cache``, unless another process's finished one is there already
+    (then ``partial`` is discarded: both hold the same weights); a leftover incomplete ``cache`` is replaced."""
+    try:
+        if not (cache / "config.json").is_file():
+            shutil.rmtree(cache, ignore_errors=True)
+            os.replace(partial, cache)
+    except OSError:
+        if not (cache / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def pretrained(model_id: str, dtype: torch.dtype, attn_implementation: str, local_files_only: bool = True):
