@@ -239,7 +239,7 @@ def main() -> None:
     print(block)
     if args.benchmarks:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        text = args.benchmarks.read_text()
+        text = args.benchmarks.read_text() if args.benchmarks.is_file() else ""  # a new scratch file is fine
         experiment = experiment_of(args.run)
         name = "canary_comparison" if experiment == "canary" else f"canary_comparison_{experiment}"
         start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
