@@ -96,6 +96,21 @@ def test_abnormal_summary_names_exactly_the_features_flagged_at_the_last_visit(t
     assert named_total > 0
 
 
+def test_visit_times_last_names_the_last_visit_only(tjh, cfg):
+    """visit_times=last: the latest layout's header keeps the visit count and names the last time instead of listing
+    every one; the feature lines are unchanged; an unknown value is refused."""
+    listed, last = prompt_cfg(cfg, layout="latest"), prompt_cfg(cfg, layout="latest", visit_times="last")
+    record = next(r for r in tjh.records("test") if len(r.times) >= 3)
+    full = build_prompt(record, tjh.features, tjh.dataset_cfg, cfg.task, listed)
+    short = build_prompt(record, tjh.features, tjh.dataset_cfg, cfg.task, last)
+    assert f"[{', '.join(record.times)}]" in full.user and "[" not in short.user.split("Each line")[0]
+    assert f"The record has {len(record.times)} visits (" in short.user
+    assert f": the last at {record.times[-1]})." in short.user
+    assert feature_lines(full.user) == feature_lines(short.user) and len(short.user) < len(full.user)
+    with pytest.raises(ConfigError, match="visit_times"):
+        build_prompt(record, tjh.features, tjh.dataset_cfg, cfg.task, prompt_cfg(cfg, visit_times="first"))
+
+
 @pytest.mark.parametrize("fraction", [0.2, 0.4, 0.6, 1.0])
 def test_shuffle_moves_round_p_times_f_lines_reproducibly(tjh, cfg, fraction):
     records = tjh.records("test")[:20]

@@ -29,6 +29,8 @@ from eagrl.errors import ConfigError
 
 #: ``prompt.layout``: every shown visit's values per feature (the paper's) or the last visit's value alone
 LAYOUTS = ("series", "latest")
+#: what the latest layout's header says of the visit times: every one, or the last alone
+VISIT_TIMES = ("all", "last")
 #: start of the ``prompt.abnormal_summary`` line
 ABNORMAL_SUMMARY = "Outside the reference range at the last visit"
 
@@ -157,6 +159,9 @@ def build_prompt(
     layout = prompt_cfg.get("layout", "series")
     if layout not in LAYOUTS:
         raise ConfigError(f"prompt.layout={layout!r}: use one of {', '.join(LAYOUTS)}")
+    visit_times = prompt_cfg.get("visit_times", "all")
+    if visit_times not in VISIT_TIMES:
+        raise ConfigError(f"prompt.visit_times={visit_times!r}: use one of {', '.join(VISIT_TIMES)}")
     keep = prompt_cfg["max_visits"]
     times = record.times[-keep:] if keep else record.times
     values = record.values[-keep:] if keep else record.values
@@ -187,10 +192,10 @@ def build_prompt(
         "; (high) / (low) = outside the reference range" if prompt_cfg.get("flags") else ""
     )
     if layout == "latest":
+        when = f"[{', '.join(record.times)}]" if visit_times == "all" else f"the last at {record.times[-1]}"
         header = [
-            f"The record has {len(record.times)} visits ({dataset_cfg['time_description']}: "
-            f"[{', '.join(record.times)}]). Each line below is one feature's latest value at the last visit "
-            f"({legend}):"
+            f"The record has {len(record.times)} visits ({dataset_cfg['time_description']}: {when}). Each line "
+            f"below is one feature's latest value at the last visit ({legend}):"
         ]
     else:
         header = [

@@ -56,6 +56,7 @@ class PromptSchema:
     max_visits: int | None = None
     features: list[str] | None = None
     layout: str = "series"
+    visit_times: str = "all"
     flags: bool = False
     abnormal_summary: bool = False
     significant_digits: int = 4
