@@ -12,7 +12,6 @@ from eagrl.policy.backbone import (
     gguf_package,
     load_adapter,
     pretrained,
-    publish_conversion,
     resolve_dtype,
 )
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
@@ -54,30 +53,6 @@ def test_lora_trains_only_the_adapter_and_saves_and_loads(tmp_path):
     assert any("lora_" in name for name, _ in reloaded.named_parameters())
     with pytest.raises(DataError, match=r"adapter_config\.json"):
         load_adapter(tiny()[0], tmp_path)
-
-
-def conversion(folder, marker: str):
-    """A stand-in for a finished GGUF conversion: a config.json and a weights file holding ``marker``."""
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_text(marker)
-    return folder
-
-
-def test_a_conversion_is_published_once_and_a_second_one_is_discarded(tmp_path):
-    cache = tmp_path / "smollm2"
-    publish_conversion(conversion(tmp_path / "smollm2.partial-1", "first"), cache)
-    publish_conversion(conversion(tmp_path / "smollm2.partial-2", "second"), cache)
-    assert (cache / "model.safetensors").read_text() == "first"
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["smollm2"]
-
-
-def test_an_incomplete_cache_is_replaced(tmp_path):
-    cache = tmp_path / "smollm2"
-    cache.mkdir()
-    (cache / "model.safetensors").write_text("torn")
-    publish_conversion(conversion(tmp_path / "smollm2.partial-1", "whole"), cache)
-    assert (cache / "model.safetensors").read_text() == "whole" and (cache / "config.json").is_file()
 
 
 @pytest.mark.slow

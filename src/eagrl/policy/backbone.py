@@ -17,8 +17,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from eagrl.errors import ConfigError, DataError
 from eagrl.policy import attention  # noqa: F401  (registers attn_implementation "eagrl_sdpa")
+from eagrl.utils.artifacts import publish_folder, staging_folder
 
 log = logging.getLogger(__name__)
 
@@ -98,30 +97,15 @@ def gguf_package(package: str, gguf_file: str, cache_dir: str, dtype: torch.dtyp
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
         model.hf_quantizer = None
         # one staging folder per process: two first runs at once (a multirun, parallel pipelines) both convert
-        partial = cache.with_name(f"{cache.name}.partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
+        partial = staging_folder(cache)
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         config_path = partial / "config.json"
         config = json.loads(config_path.read_text())
         config.pop("quantization_config", None)  # the saved weights are dequantized float32
         config_path.write_text(json.dumps(config, indent=2))
-        publish_conversion(partial, cache)
+        publish_folder(partial, cache, lambda folder: (folder / "config.json").is_file())
     return _load_folder(cache, dtype, attn_implementation)
-
-
-def publish_conversion(partial: Path, cache: Path) -> None:
-    """Move a finished conversion ``partial`` to ``cache``, unless another process's finished one is there already
-    (then ``partial`` is discarded: both hold the same weights); a leftover incomplete ``cache`` is replaced."""
-    try:
-        if not (cache / "config.json").is_file():
-            shutil.rmtree(cache, ignore_errors=True)
-            os.replace(partial, cache)
-    except OSError:
-        if not (cache / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def pretrained(model_id: str, dtype: torch.dtype, attn_implementation: str, local_files_only: bool = True):

@@ -8,9 +8,12 @@ ends in one line naming it instead of being silently reused; a corrupt checkpoin
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
-from collections.abc import Mapping
+import os
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -69,6 +72,34 @@ def write_json(path: Path, content: dict) -> None:
     staging = path.with_name(path.name + ".tmp")
     staging.write_text(json.dumps(content, indent=1, default=str))
     staging.replace(path)
+
+
+def staging_folder(target: Path) -> Path:
+    """A fresh, not yet created, per-process sibling of ``target`` to build it in before :func:`publish_folder`."""
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def publish_folder(staging: Path, target: Path, is_complete: Callable[[Path], bool]) -> bool:
+    """Move the finished folder ``staging`` to ``target``; return whether it was published.
+
+    A ``target`` that ``is_complete`` says is whole and current stays (another process finished first: ``staging``
+    is discarded, both hold the same content); an incomplete or stale one is replaced. Check and move happen under
+    an exclusive lock on a hidden sibling file, so concurrent writers (a multirun, parallel pipelines) never
+    remove each other's published folder.
+    """
+    lock_path = target.with_name(f".{target.name}.lock")
+    try:
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if is_complete(target):
+                return False
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+            return True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def seal(folder: Path, metrics: dict) -> None:
