@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
-from eagrl.evaluation.aggregate import render, write_section
+from eagrl.evaluation.aggregate import machine, render, write_section
 
 
 def fake_job(root, number, expert, seed, auroc, finished=True):
@@ -93,3 +94,8 @@ def test_robustness_layout_and_plot(tmp_path):
     assert table.loc["smollm2_135m / rl-eagrl", "40 % AUROC"] == "67.0 ± 1.0"  # mean ± std over the two seeds
     assert table.loc["smollm2_135m / pqd", "40 % AUPRC"] == "50.0 ± 0.0"
     assert robustness_plot(frame, tmp_path / "robustness.png").stat().st_size > 0
+
+
+def test_machine_names_the_cpu_generation_and_kernel_set():
+    # "AMD EPYC (family 25 model 17), torch kernels AVX512, 2 cores" on Linux; the family / model part when known
+    assert re.fullmatch(r".+, torch kernels [\w ]+, \d+ cores", machine())

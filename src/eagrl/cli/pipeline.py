@@ -123,6 +123,10 @@ class Pipeline:
 
     def run(self) -> dict[str, dict]:
         """Every configured stage in order; returns the metrics of each."""
+        from eagrl.evaluation.aggregate import machine
+
+        # a number that moves between machines is read against this line (CPU generation, kernel set)
+        log.info("machine: %s", machine())
         stages, cfg = set(self.cfg.stages), self.cfg
         expert = sft = rl = None
         expert_dir = []

@@ -168,15 +168,22 @@ def _mean_std(values: pd.Series) -> str:
 
 
 def machine() -> str:
-    """CPU model and core count of this machine."""
-    model = platform.processor() or platform.machine()
+    """CPU model, its family / model numbers, the kernel set torch picked and the core count of this machine: the
+    model name alone ("AMD EPYC") covers CPU generations whose kernels (AVX2, AVX-512) round differently."""
+    import torch
+
+    fields: dict[str, str] = {}
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
                 break
-    return f"{model}, {os.cpu_count()} cores"
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']} model {fields.get('model', '?')})"
+    return f"{name}, torch kernels {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
 
 
 def commit() -> str:
