@@ -28,11 +28,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from eagrl.cli.entry import CONFIG_DIR
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.policy.attention import EAGRL_SDPA
 from eagrl.policy.backbone import load_backbone
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
-from eagrl.utils.entry import CONFIG_DIR
 
 #: benchmark prompt budget: short enough for batch 32 with model.generate on a 2-core CPU
 DEFAULT_OVERRIDES = ["prompt.max_visits=1", "prompt.omit_unobserved=true"]

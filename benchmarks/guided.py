@@ -32,13 +32,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from eagrl.cli.entry import CONFIG_DIR
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.mcts.search import clean
 from eagrl.policy.backbone import load_backbone
 from eagrl.policy.engine import EngineStats, GenerationEngine, PrefixCache, SamplingConfig
 from eagrl.policy.guided import feature_list_grammar, probability_grammar
 from eagrl.policy.parsing import FeatureVocabulary, parse_answer
-from eagrl.utils.entry import CONFIG_DIR
 
 #: the Stage-1 record's prompts and backbone unless another experiment is given
 DEFAULT_OVERRIDES = ["experiment=stage1_tjh_smollm2"]

@@ -27,9 +27,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from eagrl.cli.entry import CONFIG_DIR
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.policy.backbone import attach_lora, load_backbone
-from eagrl.utils.entry import CONFIG_DIR
 
 VARIANTS = ("activations kept", "gradient checkpointing", "LoRA on the top layers only")
 

@@ -28,11 +28,11 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from sklearn.metrics import roc_auc_score
 
+from eagrl.cli.entry import CONFIG_DIR
 from eagrl.data.cohort import Cohort, prepare_cohort
 from eagrl.data.synthetic import RISK
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.experts import EXPERTS
-from eagrl.utils.entry import CONFIG_DIR
 
 #: a 95 % normal interval is mean ± this many bootstrap standard deviations
 Z95 = 1.96

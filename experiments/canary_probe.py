@@ -30,8 +30,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from eagrl.cli.entry import CONFIG_DIR
 from eagrl.data.synthetic import RISK
-from eagrl.utils.entry import CONFIG_DIR
 
 #: what the assistant has written when it gives the first digit (the token-expectation score reads the next token)
 ANSWER_PREFIX = "<Final answer> 0."

@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from sklearn.metrics import roc_auc_score
 
-from eagrl.utils.entry import CONFIG_DIR
+from eagrl.cli.entry import CONFIG_DIR
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from eagrl.cli.entry import CONFIG_DIR
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.experts.tabular import MODELS, fit_tabular
-from eagrl.utils.entry import CONFIG_DIR
 
 #: threads of the fits (the expert sweep ran one thread per job)
 THREADS = 1

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from eagrl.cli.entry import CONFIG_DIR
 from eagrl.data.cohort import MANIFEST, prepare_cohort
 from eagrl.data.features import FeatureTable
 from eagrl.data.tjh import subset_workbook
-from eagrl.utils.entry import CONFIG_DIR
 
 #: the TJH source paper's three biomarkers (canonical names of tjh_features.csv), with the demographics
 YAN_FEATURES = ["Age", "Sex", "Lactate dehydrogenase", "Lymphocyte (%)", "High-sensitivity C-reactive protein"]

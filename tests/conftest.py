@@ -15,7 +15,7 @@ from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from eagrl.utils.entry import CONFIG_DIR
+from eagrl.cli.entry import CONFIG_DIR
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # make test runs one pytest-xdist worker per core: one torch thread each, in-process and in every command line

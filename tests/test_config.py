@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from eagrl.utils.entry import CONFIG_DIR
+from eagrl.cli.entry import CONFIG_DIR
 from tests.conftest import compose_config, run_cli
 
 GROUPS = {

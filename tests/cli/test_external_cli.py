@@ -124,8 +124,7 @@ def test_a_damaged_card_is_refused_naming_the_key(trained, tmp_path):
 @pytest.mark.slow
 def test_a_policy_adapter_on_an_external_cohort(tmp_path):
     """eagrl-evaluate with an adapter trained on TJH answers a 3-lab TJH-format cohort scored whole (split none)."""
-    from eagrl.cli.evaluate import write_adapter_info
-    from eagrl.policy.backbone import attach_lora
+    from eagrl.policy.backbone import attach_lora, write_adapter_info
     from tests.policy.conftest import tiny
 
     cfg = compose_config("evaluate", ["backbone=tiny_random", "dataset=tjh"], tmp_path)

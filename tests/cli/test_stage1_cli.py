@@ -180,8 +180,8 @@ def test_label_only_sft_changes_every_trainable_parameter(searched):
 
 
 def test_expert_label_examples_name_the_experts_salient_set_and_the_labels_answer(searched):
-    from eagrl.cli.sft import load_examples
     from eagrl.experts.salient import expert_importance
+    from eagrl.stages.sft import load_examples
 
     tmp, _ = searched
     overrides = [*SFT, "sft=expert_label", "salient.expert=gru", f"paths.artifact_dir={tmp / 'artifacts'}"]
@@ -206,7 +206,7 @@ def test_expert_label_examples_name_the_experts_salient_set_and_the_labels_answe
 def test_max_patients_trains_on_a_label_stratified_sample(tmp_path):
     from omegaconf import OmegaConf
 
-    from eagrl.cli.sft import artifact_dir, load_examples
+    from eagrl.stages.sft import artifact, load_examples
     from eagrl.utils.artifacts import config_hash
 
     cfg = compose_config("sft", [*SFT, "sft=label_only", "max_patients=40"], tmp_path)
@@ -221,14 +221,14 @@ def test_max_patients_trains_on_a_label_stratified_sample(tmp_path):
     # the sample has its own adapter folder; max_patients=null keeps the folder of the configs without the key
     everyone = compose_config("sft", [*SFT, "sft=label_only"], tmp_path)
     without_key = OmegaConf.masked_copy(everyone, [key for key in everyone if key != "max_patients"])
-    assert artifact_dir(everyone, {}).name == f"label_only-{config_hash(without_key, inputs={})}"
-    assert artifact_dir(cfg, {}) != artifact_dir(everyone, {})
+    assert artifact(everyone, {}).folder.name == f"label_only-{config_hash(without_key, inputs={})}"
+    assert artifact(cfg, {}).folder != artifact(everyone, {}).folder
 
 
 def test_trajectory_sft_keeps_the_trajectories_of_its_max_patients_sample(searched):
     """The search's max_patients sample is the SFT's with the same value: every trajectory stays; a smaller sample
     keeps only its own patients' trajectories."""
-    from eagrl.cli.sft import load_examples
+    from eagrl.stages.sft import load_examples
 
     tmp, _ = searched
     overrides = [*SFT, f"paths.artifact_dir={tmp / 'artifacts'}"]

@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from eagrl.data.cohort import Cohort, prepare_cohort
 from eagrl.data.synthetic import RISK
 from eagrl.errors import ConfigError
-from eagrl.utils.schemas import check_groups
+from eagrl.stages.schemas import check_groups
 from tests.conftest import compose_config
 
 

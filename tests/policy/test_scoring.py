@@ -171,7 +171,7 @@ def evaluate_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("method", ["greedy", "sample_mean", "token_expectation"])
 def test_eagrl_evaluate_with_each_score(evaluate_dir, method):
-    from eagrl.cli.evaluate import run
+    from eagrl.stages.evaluate import run
 
     overrides = [*TINY, f"paths.artifact_dir={evaluate_dir / 'artifacts'}", f"score.method={method}"]
     metrics = run(compose_config("evaluate", overrides, evaluate_dir))

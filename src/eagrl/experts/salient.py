@@ -15,16 +15,15 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from eagrl.errors import DataError
-from eagrl.utils.artifacts import find_artifact
+from eagrl.utils.artifacts import find_artifact, stage_root
 
 
 def expert_importance(cfg: DictConfig) -> tuple[Path, pd.DataFrame]:
     """The importance file of the expert named by ``cfg.salient`` and its rows, indexed by patient id
     (columns ``split``, ``importance``, ``ranking``)."""
-    root = Path(cfg.paths.artifact_dir).expanduser().resolve()
     folder = find_artifact(
         cfg.salient.dir,
-        root / "expert" / cfg.dataset.name / cfg.task.name / cfg.salient.expert,
+        stage_root(cfg, "expert", cfg.salient.expert),
         "importance.parquet",
         f"run `eagrl-expert expert={cfg.salient.expert} dataset={cfg.dataset.name} task={cfg.task.name} "
         f"seed={cfg.salient.seed}` first, or set salient.dir",

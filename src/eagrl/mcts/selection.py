@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from eagrl.errors import ConfigError
+from eagrl.rewards import correct_side
 
 #: how the classes are balanced
 BALANCING = ("downsample", "upsample", "none")
@@ -47,9 +48,7 @@ def select_paths(paths: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
     ``r_total``, ``r_att``, ``completion``), ordered by patient then reward."""
     keep = paths["probability"].notna()
     if cfg.correct_side:
-        keep &= ((paths["label"] == 1) & (paths["probability"] > 0.5)) | (
-            (paths["label"] == 0) & (paths["probability"] < 0.5)
-        )
+        keep &= correct_side(paths["label"], paths["probability"])
     keep &= paths["r_att"].fillna(-1.0) >= cfg.min_att
     if cfg.require_closed:
         keep &= paths["closed"]

@@ -9,7 +9,8 @@ Three loaders, chosen by ``backbone.loader._target_``:
 - :func:`tiny_random`: a randomly initialised Llama of a few layers with a byte-level tokenizer built in code
   (tests and CI).
 
-LoRA adapters (peft) are attached by :func:`attach_lora` or loaded by :func:`load_adapter`.
+LoRA adapters (peft) are attached by :func:`attach_lora` or loaded by :func:`load_adapter`; the stage that trained
+one records what it was trained on beside it (:func:`write_adapter_info`, :func:`adapter_info`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from eagrl.utils.artifacts import publish_folder, staging_folder
 
 log = logging.getLogger(__name__)
 
+#: metadata an adapter's training stage writes beside it (:func:`write_adapter_info`)
+ADAPTER_INFO = "eagrl_adapter.json"
 #: ChatML, the template of SmolLM2 and Qwen2.5; used by the tiny test tokenizer
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -188,3 +191,37 @@ def load_adapter(model: PreTrainedModel, adapter_dir: str | Path, trainable: boo
     if not (folder / "adapter_config.json").is_file():
         raise DataError(f"adapter: {folder} holds no adapter_config.json (a folder saved by eagrl-sft or eagrl-rl)")
     return PeftModel.from_pretrained(model, folder, is_trainable=trainable)
+
+
+def write_adapter_info(target: Path, cfg, method: str, **extra) -> None:
+    """Record beside the adapter in ``target`` the method, backbone, dataset, task and prompt (the run's config
+    ``cfg``) that trained it, and ``extra`` (read back by :func:`adapter_info`)."""
+    from omegaconf import OmegaConf
+
+    from eagrl.utils.artifacts import write_json
+
+    info = {"method": method, "backbone": cfg.backbone.name, "dataset": cfg.dataset.name, "task": cfg.task.name,
+            "prompt": OmegaConf.to_container(cfg.prompt, resolve=True), **extra}  # fmt: skip
+    write_json(target / ADAPTER_INFO, info)
+
+
+def adapter_info(adapter_dir: str | Path | None) -> dict:
+    """What eagrl-sft / eagrl-rl recorded beside an adapter (empty for None, the base model, or a foreign adapter;
+    an unreadable record is logged and read as empty)."""
+    path = Path(adapter_dir).expanduser() / ADAPTER_INFO if adapter_dir else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        log.warning("%s is unreadable: the adapter is named by its folder", path)
+        return {}
+
+
+def check_trained_prompt(adapter_dir: str | Path | None, prompt_cfg) -> None:
+    """Warn when the run's prompt config differs from the one the adapter in ``adapter_dir`` was trained with."""
+    from omegaconf import OmegaConf
+
+    trained = adapter_info(adapter_dir).get("prompt")
+    if trained and trained != OmegaConf.to_container(prompt_cfg, resolve=True):
+        log.warning("the adapter %s was trained with another prompt config than this run's: %s", adapter_dir, trained)

@@ -88,6 +88,12 @@ def classification_reward(probability: float, label: int, beta: float, clip: flo
     return math.log(likelihood) + margin
 
 
+def correct_side(label, probability):
+    """Whether an answer's probability lies on its label's side of 0.5 (0.5 itself, or NaN, is on neither): elementwise
+    for arrays or pandas Series of labels (0 / 1) and probabilities, a bool for one answer."""
+    return ((label == 1) & (probability > 0.5)) | ((label == 0) & (probability < 0.5))
+
+
 def jaccard(declared: Collection[str], expert: Collection[str]) -> float:
     """|C ∩ C_exp| / |C ∪ C_exp| over canonical names; 0 when both sets are empty."""
     declared, expert = set(declared), set(expert)
@@ -144,4 +150,3 @@ def unit_reward(terms: RewardTerms, cfg: RewardConfig) -> float:
     low = min(cfg.cls_weight * cls_low, cfg.cls_weight * cls_high) + min(0.0, cfg.att_weight)
     high = max(cfg.cls_weight * cls_low, cfg.cls_weight * cls_high) + max(0.0, cfg.att_weight)
     return min(max((terms.total - low) / (high - low), 0.0), 1.0) if high > low else 0.5
-

@@ -58,7 +58,7 @@ from eagrl.policy.guided import answer_grammar
 from eagrl.policy.lightning import AdapterModule
 from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
 from eagrl.policy.scoring import METHODS as SCORE_METHODS
-from eagrl.rewards import RewardConfig, RewardTerms, attention_agreement, score_answer
+from eagrl.rewards import RewardConfig, RewardTerms, attention_agreement, correct_side, score_answer
 from eagrl.rl.objectives import ADVANTAGES, AGGREGATIONS, adaptive_clip_high, clipped_surrogate, k3_kl
 from eagrl.rl.rollout import RLPrompt, Scored, feature_mass, key_token_span, score_responses
 from eagrl.utils.numerics import NonFiniteGuard
@@ -486,7 +486,7 @@ class PolicyRLModule(AdapterModule):
                 parsed = parse_answer(text, self.vocabulary)
                 internal = attention_agreement(masses[row], prompt.expert_distribution) if masses is not None else None
                 terms.append(self.reward(prompt, text, parsed, internal))
-                correct.append(parsed.parsed and (parsed.probability > 0.5) == (prompt.label == 1))
+                correct.append(parsed.parsed and bool(correct_side(prompt.label, parsed.probability)))
                 span = key_token_span(self.tokenizer, responses[row])
                 key_entropy.append(
                     old.entropy[row, span[0] : span[1]].mean().item() if span and span[1] > span[0] else math.nan

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache
 
+from eagrl.experts.salient import importance_distribution, salient_features
 from eagrl.policy.attention import probe_attention
 from eagrl.policy.parsing import FEATURES
 from eagrl.rl.objectives import token_entropy
@@ -58,6 +60,33 @@ def line_token_spans(
         last = int(np.searchsorted(ends, cursor, side="left"))  # the token that reaches the line's end
         spans.append((first, last + 1))
     return encoding["input_ids"], spans
+
+
+def build_prompts(
+    cfg: DictConfig, datamodule, tokenizer: PreTrainedTokenizerBase, importance, split: str = "train", count=None
+) -> list[RLPrompt]:
+    """The patients of ``split`` of the set-up ``datamodule`` as :class:`RLPrompt` (prompt tokens, feature spans,
+    C_exp from the expert's ``importance`` rows, :func:`~eagrl.experts.salient.expert_importance`); ``count``
+    patients (a label-stratified sample; None = all). ``cfg`` gives the task, prompt and ``salient.top_k``."""
+    records, prompts = datamodule.patients(split, cfg.task, cfg.prompt, count)
+    names = datamodule.features.static_names + datamodule.features.dynamic_names
+    built = []
+    for record, prompt in zip(records, prompts, strict=True):
+        text = tokenizer.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
+        ids, spans = line_token_spans(tokenizer, text, prompt.feature_lines)
+        row = importance.loc[record.patient_id]
+        built.append(
+            RLPrompt(
+                patient_id=record.patient_id,
+                label=record.label,
+                prompt_ids=ids,
+                expert_features=tuple(salient_features(row["ranking"], prompt.observed_features, cfg.salient.top_k)),
+                feature_names=prompt.feature_order,
+                feature_spans=tuple(spans),
+                expert_distribution=importance_distribution(row["importance"], names, prompt.feature_order),
+            )
+        )
+    return built
 
 
 def key_token_span(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int]) -> tuple[int, int] | None:

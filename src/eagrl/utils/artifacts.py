@@ -1,5 +1,6 @@
 """Deterministic artifact folders: a stage's outputs live at a path derived from the config that made them,
-so a rerun finds them (skip when complete, resume from the last checkpoint when not).
+so a rerun finds them (skip when complete, resume from the last checkpoint when not). :class:`StageArtifact` is the
+one place that computes such a path and runs that life cycle; every stage uses it.
 
 A finished artifact is sealed: ``checksums.json`` (sha256 of every file but the checkpoints) and then
 ``metrics.json``, the marker, last. Reusing or reading one verifies the checksums, so a truncated or edited file
@@ -11,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -19,6 +21,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from eagrl.errors import ArtifactError, ConfigError
+
+log = logging.getLogger(__name__)
 
 #: the marker of a finished artifact (written last)
 METRICS = "metrics.json"
@@ -190,3 +194,86 @@ def find_artifact(explicit: str | None, search_root: Path, marker: str, stage_hi
         folder = found[-1].parent
     verify(folder)
     return folder
+
+
+def stage_root(cfg: DictConfig, stage: str, *parts: str) -> Path:
+    """``<paths.artifact_dir>/<stage>/<dataset>/<task>/<parts...>`` (absolute): where ``stage`` keeps the artifacts of
+    this config's cohort and task (e.g. ``parts`` = the backbone's name)."""
+    root = Path(cfg.paths.artifact_dir).expanduser().resolve()
+    return root.joinpath(stage, cfg.dataset.name, cfg.task.name, *parts)
+
+
+def report(cfg: DictConfig, metrics: dict, summary: str) -> None:
+    """Copy a stage's metrics into the run directory (``paths.output_dir``, where ``eagrl-aggregate`` looks) and
+    print its one-line summary."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(output_dir / METRICS, metrics)
+    print(summary, flush=True)
+
+
+class StageArtifact:
+    """One run's artifact folder and its life cycle: a sealed one is only verified and reported; otherwise it is
+    created, resumed from ``checkpoints/last.ckpt`` when a killed run left one, and sealed when the stage ends.
+
+        artifact = StageArtifact.of(cfg, "sft", cfg.backbone.name, name=f"{cfg.sft.mode}-{{hash}}")
+        if (metrics := artifact.finished("adapter already trained")) is not None:
+            return metrics
+        artifact.create()
+        resume = artifact.resume_from()  # a checkpoint path or None
+        ...
+        artifact.seal(metrics)
+    """
+
+    def __init__(self, folder: Path, overwrite: bool = False):
+        #: the artifact folder (absolute)
+        self.folder = folder
+        #: redo the stage: a sealed artifact is not reused, old checkpoints are deleted
+        self.overwrite = overwrite
+
+    @classmethod
+    def of(
+        cls,
+        cfg: DictConfig,
+        stage: str,
+        *parts: str,
+        name: str = "{hash}",
+        exclude: tuple[str, ...] = (),
+        inputs: Mapping[str, str] | None = None,
+    ) -> StageArtifact:
+        """The artifact of ``cfg`` for ``stage``: ``stage_root(cfg, stage, *parts) / name``, where ``{hash}`` in
+        ``name`` is :func:`config_hash` of ``cfg`` without ``exclude`` and with ``inputs``."""
+        digest = config_hash(cfg, exclude=exclude, inputs=inputs)
+        return cls(stage_root(cfg, stage, *parts) / name.format(hash=digest), bool(cfg.get("overwrite", False)))
+
+    @property
+    def checkpoints(self) -> Path:
+        """The folder of the stage's training checkpoints (left out of the checksums)."""
+        return self.folder / UNSEALED[0]
+
+    def finished(self, reused: str) -> dict | None:
+        """The metrics of the sealed artifact, verified against its checksums and logged as ``reused`` (e.g.
+        ``"expert already trained"``); None when it is unfinished or ``overwrite`` asks to redo it."""
+        metrics = finished_metrics(self.folder, self.overwrite)
+        if metrics is not None:
+            log.info("%s: %s (overwrite=true redoes it)", reused, self.folder)
+        return metrics
+
+    def create(self) -> Path:
+        """Create the folder (and its parents); return it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder
+
+    def resume_from(self) -> Path | None:
+        """``checkpoints/last.ckpt`` when a killed run left a loadable one (logged), else None; with ``overwrite``
+        the old checkpoints are deleted first. A corrupt checkpoint raises :class:`ArtifactError`."""
+        if self.overwrite:
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+        resume = resumable(self.checkpoints / "last.ckpt")
+        if resume:
+            log.info("resuming from %s", resume)
+        return resume
+
+    def seal(self, metrics: dict) -> None:
+        """Finish the artifact: checksums of its files, then ``metrics`` as its marker (see :func:`seal`)."""
+        seal(self.folder, metrics)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from eagrl.errors import ConfigError
-from eagrl.utils.schemas import check_groups
+from eagrl.stages.schemas import check_groups
 from tests.conftest import compose_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -1,4 +1,4 @@
-"""Plumbing shared by every ``eagrl-<stage>`` entry point: config location, one-line user errors, loggers."""
+"""Plumbing shared by every ``eagrl-<stage>`` entry point: the config location and one-line user errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from eagrl.errors import EAGRLError
@@ -32,9 +29,6 @@ def user_errors(stage: str) -> Callable:
         @functools.wraps(task)
         def wrapper(cfg: DictConfig):
             try:
-                from eagrl.utils.schemas import check_groups
-
-                check_groups(cfg)
                 return task(cfg)
             except EAGRLError as error:
                 log.error("%s", error)
@@ -80,43 +74,3 @@ def console(hydra_main: Callable[[], object]) -> Callable[[], None]:
             sys.exit(USER_ERROR_EXIT)
 
     return script
-
-
-def report(cfg: DictConfig, metrics: dict, summary: str) -> None:
-    """Copy a stage's metrics into the run directory (where ``eagrl-aggregate`` looks) and print its summary."""
-    from eagrl.utils.artifacts import write_json
-
-    write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-    print(summary, flush=True)
-
-
-def configure_threads(num_threads: int | None) -> int:
-    """Set torch's CPU threads: ``num_threads``, or the cores divided among a parallel sweep's jobs.
-
-    Returns the thread count in use.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    if not num_threads and HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        jobs = hydra_cfg.launcher.get("n_jobs") if hydra_cfg.mode.name == "MULTIRUN" else None
-        if jobs and jobs > 0:
-            num_threads = max(1, (os.cpu_count() or 1) // jobs)
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    return torch.get_num_threads()
-
-
-def build_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
-    """Instantiate every logger under the ``logger`` group (none for ``logger=none``)."""
-    if not logger_cfg:
-        return []
-    return [instantiate(entry) for entry in logger_cfg.values() if entry and "_target_" in entry]
-
-
-def close_loggers(loggers: list[Logger], status: str) -> None:
-    """Finalise loggers; a wandb run is finished so multirun jobs stay separate runs."""
-    for logger in loggers:
-        logger.finalize(status)
-        if type(logger).__name__ == "WandbLogger":
-            logger.experiment.finish()
