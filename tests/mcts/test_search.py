@@ -11,11 +11,12 @@ import torch
 
 from eagrl.data.features import FeatureTable
 from eagrl.errors import ConfigError
-from eagrl.mcts.search import MCTS, SearchConfig, clean, complete_paths
+from eagrl.mcts.search import MCTS, clean, complete_paths
 from eagrl.policy.backbone import byte_tokenizer
 from eagrl.policy.engine import EngineStats, Generation, GenerationEngine, PrefixCache
 from eagrl.policy.parsing import FeatureVocabulary
 from eagrl.rewards import RewardConfig
+from tests.configs import toy_search
 from tests.policy.conftest import tiny
 
 #: what the scripted policy writes in each span, by the span's stop string
@@ -58,7 +59,7 @@ def vocabulary():
 
 
 def _search(engine, vocabulary, rollouts=3, feature_names=(), **settings):
-    searcher = MCTS(engine, vocabulary, SearchConfig(rollouts=rollouts, max_depth=2, **settings), RewardConfig())
+    searcher = MCTS(engine, vocabulary, toy_search(rollouts=rollouts, max_depth=2, **settings), RewardConfig())
     patients = [searcher.patient(pid, 1, MESSAGES, EXPERT, feature_names) for pid in ("p1", "p2")]
     searcher.run(patients)
     return searcher, patients
@@ -134,7 +135,7 @@ def test_real_engine_reuses_each_prompt_and_does_not_depend_on_the_batch(vocabul
 def test_a_searcher_needs_a_prefix_cache(vocabulary):
     model, tokenizer = tiny()
     with pytest.raises(ValueError, match="prefix cache"):
-        MCTS(GenerationEngine(model, tokenizer, progress=False), vocabulary, SearchConfig(), RewardConfig())
+        MCTS(GenerationEngine(model, tokenizer, progress=False), vocabulary, toy_search(), RewardConfig())
 
 
 def test_a_span_cut_by_its_budget_marks_the_path_not_closed(vocabulary):
@@ -184,4 +185,4 @@ def test_final_samples_close_one_feature_list_with_several_probabilities(vocabul
     parents = [node.parent.index for node in patients[0].tree.terminals()]
     assert sorted(parents) == [1, 1, 1, 2, 2, 2]
     with pytest.raises(ConfigError, match="final_samples must be >= 1"):
-        SearchConfig(final_samples=0)
+        toy_search(final_samples=0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from eagrl.mcts.selection import SelectionConfig, select_paths
+from eagrl.mcts.selection import select_paths
+from tests.configs import toy_selection
 
 
 def _paths():
@@ -26,7 +27,7 @@ def _paths():
 
 
 def _selected(**settings):
-    chosen = select_paths(_paths(), SelectionConfig(**settings))
+    chosen = select_paths(_paths(), toy_selection(**settings))
     return sorted(zip(chosen["patient_id"], chosen["node"], strict=True))
 
 
@@ -51,4 +52,4 @@ def test_upsampling_repeats_the_best_of_the_smaller_class():
 
 def test_top_k_must_be_positive():
     with pytest.raises(Exception, match="top_k"):
-        SelectionConfig(top_k=0)
+        toy_selection(top_k=0)

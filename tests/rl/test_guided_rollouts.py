@@ -8,8 +8,9 @@ import pytest
 from eagrl.policy.backbone import attach_lora
 from eagrl.policy.guided import answer_grammar
 from eagrl.rewards import RewardTerms
-from eagrl.rl.module import PolicyRLModule, RLConfig
+from eagrl.rl.module import PolicyRLModule
 from eagrl.rl.rollout import RLPrompt
+from tests.configs import toy_rl
 from tests.policy.conftest import tiny
 
 LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
@@ -30,7 +31,7 @@ def test_rollouts_follow_each_patients_grammar(guided):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         prompts.append(RLPrompt(patient_id=str(number), label=number % 2, prompt_ids=ids, expert_features=(),
                                 feature_names=names, feature_spans=(), expert_distribution=np.zeros(0)))  # fmt: skip
-    rl = RLConfig(steps=1, prompts_per_step=2, group_size=2, max_new_tokens=8, guided=guided, guided_features=2)
+    rl = toy_rl(steps=1, prompts_per_step=2, group_size=2, max_new_tokens=8, guided=guided, guided_features=2)
     module = PolicyRLModule(model, tokenizer, prompts, rl, reward=constant)
     seen = []
     generate = module.engine.generate

@@ -20,6 +20,7 @@ from eagrl.policy.backbone import attach_lora, tiny_random
 from eagrl.rewards import RewardTerms
 from eagrl.rl.module import PolicyRLModule, RLConfig, flat_streak, step_loader
 from eagrl.rl.rollout import RLPrompt, key_token_span, line_token_spans, score_responses
+from tests.configs import toy_rl
 from tests.policy.conftest import TINY, tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def toy_policy():
 
 
 #: a short toy run: 2 patients per step (one per process when data-parallel), groups of 4
-RL_TOY = RLConfig(steps=3, prompts_per_step=2, group_size=4, lr=2e-2, max_new_tokens=8, batch_size=8)
+RL_TOY = toy_rl(steps=3, prompts_per_step=2, group_size=4, lr=2e-2, max_new_tokens=8, batch_size=8)
 
 
 def _train(rl: RLConfig, reward=letters):
@@ -73,7 +74,7 @@ def _train(rl: RLConfig, reward=letters):
 @pytest.mark.slow
 @pytest.mark.parametrize("updates_per_step", [1, 2])  # 1: the scoring pass is the update's forward pass (fused)
 def test_toy_reward_rises_and_every_trainable_parameter_changes(updates_per_step):
-    rl = RLConfig(steps=30, prompts_per_step=2, group_size=8, updates_per_step=updates_per_step, lr=2e-2,
+    rl = toy_rl(steps=30, prompts_per_step=2, group_size=8, updates_per_step=updates_per_step, lr=2e-2,
                   max_new_tokens=12, adaptive_clip=False, batch_size=16)  # fmt: skip
     module, model, initial = _train(rl)
     history = module.history
@@ -120,7 +121,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
 def test_dynamic_sampling_drops_groups_of_equal_accuracy():
     # no answer of the random model parses, so every group is all-wrong: DAPO keeps none and updates nothing
-    rl = RLConfig(steps=2, prompts_per_step=2, group_size=2, max_new_tokens=4, dynamic_sampling=True,
+    rl = toy_rl(steps=2, prompts_per_step=2, group_size=2, max_new_tokens=4, dynamic_sampling=True,
                   max_resample_rounds=1)  # fmt: skip
     module, model, initial = _train(rl)
     assert [h["groups_kept"] for h in module.history] == [0.0, 0.0]
@@ -174,8 +175,8 @@ def test_adaptive_band_holds_tokens_and_eagrl_trains_another_adapter_than_grpo(m
     monkeypatch.setattr(module_code, "key_token_span", lambda tokenizer, ids: (0, len(ids)))
     settings = {"steps": 3, "prompts_per_step": 2, "group_size": 4, "lr": 5e-2, "max_new_tokens": 8, "batch_size": 8,
                 "updates_per_step": 2, "ppo_epochs": 4}  # fmt: skip
-    eagrl, eagrl_model, _ = _train(RLConfig(**settings, adaptive_clip=True, eps_min=0.2, eps_max=0.4))
-    grpo, grpo_model, _ = _train(RLConfig(**settings, adaptive_clip=False, eps_high=0.2))
+    eagrl, eagrl_model, _ = _train(toy_rl(**settings, adaptive_clip=True, eps_min=0.2, eps_max=0.4))
+    grpo, grpo_model, _ = _train(toy_rl(**settings, adaptive_clip=False, eps_high=0.2))
     assert max(h["ratio_max"] for h in eagrl.history) > 1.2
     assert sum(h["band_fraction"] for h in eagrl.history) > 0
     assert all(h["band_fraction"] == 0 for h in grpo.history)  # a fixed clip has no band
@@ -189,7 +190,7 @@ def test_adaptive_band_holds_tokens_and_eagrl_trains_another_adapter_than_grpo(m
 @pytest.mark.parametrize("select_on", ["auroc", "reward"])
 def test_validation_every_n_steps_keeps_the_best_adapter(select_on):
     model, tokenizer, prompts = toy_policy()
-    rl = RLConfig(steps=2, prompts_per_step=2, group_size=2, lr=5e-2, max_new_tokens=6, batch_size=8,
+    rl = toy_rl(steps=2, prompts_per_step=2, group_size=2, lr=5e-2, max_new_tokens=6, batch_size=8,
                   val_every_steps=1, val_score="token_expectation", select_on=select_on)  # fmt: skip
     module = PolicyRLModule(model, tokenizer, prompts, rl, reward=letters, val_prompts=prompts)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -214,7 +215,7 @@ def constant(prompt, text, parsed, internal) -> RewardTerms:
 
 def test_steps_without_a_reward_spread_stop_the_run_early_and_validate_there(caplog):
     model, tokenizer, prompts = toy_policy()
-    rl = RLConfig(steps=10, prompts_per_step=2, group_size=2, max_new_tokens=4, batch_size=8, val_every_steps=4,
+    rl = toy_rl(steps=10, prompts_per_step=2, group_size=2, max_new_tokens=4, batch_size=8, val_every_steps=4,
                   stop_after_flat_steps=2)  # fmt: skip
     module = PolicyRLModule(model, tokenizer, prompts, rl, reward=constant, val_prompts=prompts)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -231,7 +232,7 @@ def test_steps_without_a_reward_spread_stop_the_run_early_and_validate_there(cap
 
 
 def test_a_reward_spread_keeps_the_run_going():
-    module, _, _ = _train(RLConfig(**{**RL_TOY.__dict__, "stop_after_flat_steps": 1}))
+    module, _, _ = _train(toy_rl(**{**RL_TOY.__dict__, "stop_after_flat_steps": 1}))
     assert len(module.history) == RL_TOY.steps and all(h["groups_flat"] < h["groups_kept"] for h in module.history)
 
 

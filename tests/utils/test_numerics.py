@@ -10,9 +10,10 @@ from eagrl.errors import ConfigError
 from eagrl.experts.module import ExpertModule
 from eagrl.policy.sft import PolicySFTModule
 from eagrl.rewards import RewardTerms
-from eagrl.rl.module import PolicyRLModule, RLConfig
+from eagrl.rl.module import PolicyRLModule
 from eagrl.rl.rollout import RLPrompt
 from eagrl.utils.numerics import NonFiniteGuard, NumericalError
+from tests.configs import toy_rl
 from tests.policy.conftest import tiny
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
@@ -51,14 +52,12 @@ def test_rl_drops_a_group_with_a_nan_reward():
         value = float("nan") if prompt.patient_id == "0" else float(len(text) % 3)
         return RewardTerms(total=value, cls=value, att=0.0, parsed=True)
 
-    rl = RLConfig(steps=1, prompts_per_step=2, group_size=2, max_new_tokens=4)
+    rl = toy_rl(steps=1, prompts_per_step=2, group_size=2, max_new_tokens=4)
     module = PolicyRLModule(model, tokenizer, prompts, rl, reward=reward)
     kept, stats = module.collect(step=0)
     assert [group.prompt.patient_id for group in kept] == ["1"] and stats["nonfinite"] == 1.0
     with pytest.raises(NumericalError, match="reward"):
-        PolicyRLModule(model, tokenizer, prompts, RLConfig(**{**rl.__dict__, "on_nonfinite": "stop"}), reward).collect(
-            0
-        )
+        PolicyRLModule(model, tokenizer, prompts, toy_rl(**{**rl.__dict__, "on_nonfinite": "stop"}), reward).collect(0)
 
 
 def test_unknown_policy_is_a_config_error():

@@ -41,27 +41,28 @@ TAG = re.compile(r"<\s*/?\s*(?:sub\s*question|answer|final|important)", re.I)
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """The ``mcts`` config group without its ``selection`` block (see conf/mcts/*.yaml for units)."""
+    """The ``mcts`` config group without its ``selection`` block (see conf/mcts/*.yaml for units); the defaults are
+    the shipped ``mcts=cpu``'s (a test holds them equal)."""
 
-    rollouts: int = 12
+    rollouts: int = 4
     exploration: float = 1.0
     step_children: int = 3
-    answer_children: int = 1
+    answer_children: int = 2
     final_samples: int = 1
     min_depth: int = 1
-    max_depth: int = 5
+    max_depth: int = 2
     temperature: float = 1.0
-    top_p: float = 1.0
+    top_p: float = 0.95
     top_k: int = 0
-    subquestion_tokens: int = 48
-    answer_tokens: int = 96
+    subquestion_tokens: int = 32
+    answer_tokens: int = 48
     features_tokens: int = 64
-    final_tokens: int = 8
+    final_tokens: int = 12
     final_subquestion: str = "What is the probability of the outcome?"
     usefulness_question: str = "Is the last sub-question useful for predicting the outcome? Answer Yes or No."
-    guided: bool = False
+    guided: bool = True
     guided_features: int = 5
-    guided_min_features: int = 1
+    guided_min_features: int = 3
     seed: int = 0
 
     def __post_init__(self):

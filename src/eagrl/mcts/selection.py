@@ -19,7 +19,7 @@ BALANCING = ("downsample", "upsample", "none")
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    """The ``mcts.selection`` config block.
+    """The ``mcts.selection`` config block; the defaults are the shipped ``mcts=cpu``'s (a test holds them equal).
 
     Attributes:
         top_k: complete answers kept per patient, highest reward first (METHOD §5: 1–2).
@@ -32,9 +32,9 @@ class SelectionConfig:
 
     top_k: int = 2
     correct_side: bool = True
-    min_att: float = 0.0
+    min_att: float = 0.1
     require_closed: bool = True
-    balance: str = "downsample"
+    balance: str = "upsample"
 
     def __post_init__(self):
         if self.top_k < 1:
