@@ -13,6 +13,7 @@ from eagrl.rl.objectives import (
     adaptive_clip_high,
     clipped_surrogate,
     k3_kl,
+    register,
     token_entropy,
 )
 
@@ -86,3 +87,11 @@ def test_a_ratio_in_the_adaptive_band_keeps_its_gradient_under_eagrl_only():
         gradients[name] = gradient
     assert gradients["grpo"][0, 0] == 0 and gradients["eagrl"][0, 0] == pytest.approx(-1.3)
     assert gradients["grpo"][0, 1] == gradients["eagrl"][0, 1] == pytest.approx(-1.1)  # below 1.2: the same
+
+
+def test_a_name_registered_twice_is_refused():
+    registry = {}
+    register(registry, "grpo")(torch.mean)
+    with pytest.raises(ValueError, match="registered twice"):
+        register(registry, "grpo")(torch.sum)
+    assert registry == {"grpo": torch.mean}

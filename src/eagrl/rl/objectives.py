@@ -29,9 +29,12 @@ ADVANTAGES: dict[str, Callable[..., torch.Tensor]] = {}
 
 
 def register(registry: dict, name: str) -> Callable:
-    """Decorator: add a function to ``registry`` under ``name``."""
+    """Decorator: add a function to ``registry`` under ``name``; a name registered twice raises ``ValueError`` (the
+    second would silently replace the first)."""
 
     def add(function: Callable) -> Callable:
+        if name in registry:
+            raise ValueError(f"{name!r} is registered twice ({registry[name].__name__} and {function.__name__})")
         registry[name] = function
         return function
 
