@@ -13,6 +13,7 @@ from eagrl.rl.objectives import (
     adaptive_clip_high,
     clipped_surrogate,
     k3_kl,
+    policy_loss,
     register,
     token_entropy,
 )
@@ -95,3 +96,20 @@ def test_a_name_registered_twice_is_refused():
     with pytest.raises(ValueError, match="registered twice"):
         register(registry, "grpo")(torch.sum)
     assert registry == {"grpo": torch.mean}
+
+
+def test_policy_loss_counts_the_adaptive_band_and_the_clips():
+    # one answer with A > 0 and ratios 1.1, 1.3, 1.5 (a padded 4th token), one with A < 0 and ratio 0.7
+    old = torch.zeros(2, 4)
+    new = torch.log(torch.tensor([[1.1, 1.3, 1.5, 1.0], [0.7, 1.0, 1.0, 1.0]])).requires_grad_()
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    loss, counts = policy_loss(
+        new, old, torch.tensor([1.0, -1.0]), mask / mask.sum(), mask, eps_low=0.2,
+        eps_high=torch.tensor([0.4, 0.4]), eps_fixed=0.2,
+    )  # fmt: skip
+    # 1.3 lies past GRPO's 1.2 and within 1.4: the band; 1.5 is clipped high, 0.7 clipped low
+    assert counts["band_fraction"] == 1 and counts["clip_high_fraction"] == 1 and counts["clip_low_fraction"] == 1
+    assert counts["tokens"] == 4 and counts["ratio_max"] == pytest.approx(1.5) and counts["kl"] == 0
+    loss.backward()
+    # the clipped tokens carry no gradient, the band token does (GRPO's fixed clip would cut it too)
+    assert new.grad[0, 1] != 0 and new.grad[0, 2] == 0 and new.grad[1, 0] == 0 and new.grad[0, 3] == 0

@@ -12,7 +12,8 @@ import sys
 import lightning as L
 import torch
 
-from eagrl.rl.module import PolicyRLModule, RolloutParallel, step_loader
+from eagrl.rl.distributed import RolloutParallel
+from eagrl.rl.module import PolicyRLModule, step_loader
 from tests.rl.test_module import RL_TOY, letters, toy_policy
 
 

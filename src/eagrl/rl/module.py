@@ -23,10 +23,14 @@ One training step (manual optimisation):
 7. after ``stop_after_flat_steps`` steps in a row whose groups all had one reward (every advantage 0, e.g. every
    answer a parse failure: no policy-gradient signal) the run warns and stops early, saving the adapter as usual.
 
-Data-parallel (``trainer=ddp``, :class:`RolloutParallel`): each process samples its share of the step's
-patients, gradients are summed across processes (loss weights normalised over every process's answers) before every
-optimiser step (every process takes the same
-number of steps, skips them together, and an idle one contributes zeros), and the logged values are merged.
+The parts live beside it: rollouts, rewards and the logged rollout values in :mod:`eagrl.rl.rollout`, the loss and
+its metrics in :mod:`eagrl.rl.objectives` (:func:`~eagrl.rl.objectives.policy_loss`), data-parallel plumbing in
+:mod:`eagrl.rl.distributed`, step checkpoints in :mod:`eagrl.rl.checkpoint`.
+
+Data-parallel (``trainer=ddp``, :class:`~eagrl.rl.distributed.RolloutParallel`): each process samples its share
+of the step's patients, gradients are summed across processes (loss weights normalised over every process's answers)
+before every optimiser step (every process takes the same number of steps, skips them together, and an idle one
+contributes zeros), and the logged values are merged.
 
 Every value is logged as ``train/…`` per step. Checkpoints hold the adapter, the optimiser and the number of
 finished steps, so a resumed run continues with the next step's patients.
@@ -37,18 +41,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import _sync_module_states
-from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from eagrl.errors import ConfigError
@@ -56,17 +55,25 @@ from eagrl.evaluation.validation import BestAdapter, validate_policy
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
 from eagrl.policy.guided import answer_grammar
 from eagrl.policy.lightning import AdapterModule
-from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
+from eagrl.policy.parsing import FeatureVocabulary, parse_answer
 from eagrl.policy.scoring import METHODS as SCORE_METHODS
-from eagrl.rewards import RewardConfig, RewardTerms, attention_agreement, correct_side, score_answer
-from eagrl.rl.objectives import ADVANTAGES, AGGREGATIONS, adaptive_clip_high, clipped_surrogate, k3_kl
-from eagrl.rl.rollout import RLPrompt, Scored, feature_mass, key_token_span, score_responses
+from eagrl.rewards import attention_agreement, correct_side
+from eagrl.rl.distributed import merge_stats, sum_gradients
+from eagrl.rl.objectives import ADVANTAGES, AGGREGATIONS, adaptive_clip_high, policy_loss
+from eagrl.rl.rollout import (
+    Group,
+    RewardFunction,
+    RLPrompt,
+    Scored,
+    feature_mass,
+    key_token_span,
+    rollout_stats,
+    score_responses,
+)
 from eagrl.utils.numerics import NonFiniteGuard
 
 log = logging.getLogger(__name__)
 
-#: (prompt, answer text, parsed answer, internal attention agreement or None) -> reward terms
-RewardFunction = Callable[[RLPrompt, str, ParsedAnswer, float | None], RewardTerms]
 #: what picks the reported adapter among the validations: validation AUROC, or the mean reward of the greedy
 #: validation answers (the run's own objective: R_cls and, when its weight is non-zero, R_att)
 SELECT_ON = ("auroc", "reward")
@@ -129,103 +136,6 @@ class RLConfig:
             raise ConfigError(f"rl.select_on={self.select_on!r}: use one of {', '.join(SELECT_ON)}")
         if self.val_score not in SCORE_METHODS:
             raise ConfigError(f"rl.val_score={self.val_score!r}: use one of {', '.join(SCORE_METHODS)}")
-
-
-@dataclass
-class Group:
-    """One prompt, its sampled answers and everything measured on them (G answers)."""
-
-    prompt: RLPrompt
-    responses: list[list[int]]
-    texts: list[str]
-    terms: list[RewardTerms]
-    correct: torch.Tensor
-    old: Scored
-    key_entropy: torch.Tensor
-    ref_logp: torch.Tensor | None = None
-    advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
-    eps_high: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
-
-    @property
-    def rewards(self) -> torch.Tensor:
-        return torch.tensor([terms.total for terms in self.terms], dtype=torch.float32)
-
-
-def paper_reward(vocabulary: FeatureVocabulary, cfg: RewardConfig) -> RewardFunction:
-    """The EAG-RL reward of an answer (``src/eagrl/rewards``)."""
-
-    def reward(prompt: RLPrompt, text: str, parsed: ParsedAnswer, internal: float | None) -> RewardTerms:
-        return score_answer(parsed, prompt.label, prompt.expert_features, cfg, internal)
-
-    return reward
-
-
-class StepCheckpoint(L.Callback):
-    """Save ``path`` (atomically) after every ``every``-th finished RL step, counted by the module itself: optimiser
-    steps per RL step vary (dynamic sampling, skipped updates), so Lightning's step-based checkpointing drifts."""
-
-    def __init__(self, path: Path, every: int):
-        self.path, self.every = Path(path), max(1, every)
-        self.saved_at: int | None = None
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: PolicyRLModule, *args) -> None:
-        done = pl_module.completed_steps
-        if done and done % self.every == 0 and done != self.saved_at:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            staging = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(staging)  # written by rank 0 (collective under data-parallel training)
-            if trainer.is_global_zero:
-                os.replace(staging, self.path)
-            self.saved_at = done
-
-
-class RolloutParallel(DDPStrategy):
-    """Data-parallel RL without the DDP wrapper: generation, scoring and several backward passes per optimiser step
-    do not fit DDP's one-forward-one-backward reducer, so the module sums gradients itself
-    (:func:`sum_gradients`) and the weights are only synchronised at the start. ``trainer=ddp`` selects it for
-    eagrl-rl."""
-
-    def configure_ddp(self) -> None:
-        _sync_module_states(self.model)
-
-
-def sum_gradients(model: torch.nn.Module, finite: bool) -> bool:
-    """Sum the trainable parameters' gradients over the processes (their loss weights are normalised over the
-    whole minibatch; an idle process adds zeros). Returns whether every process's loss was finite (all skip
-    together otherwise)."""
-    flag = torch.tensor([float(finite)])
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-    if not flag.item():
-        return False
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            if parameter.grad is None:
-                parameter.grad = torch.zeros_like(parameter)
-            torch.distributed.all_reduce(parameter.grad)
-    return True
-
-
-#: logged values summed over processes (each holds its part of the loss); the rest are averaged ignoring NaN, and
-#: times take the slowest process
-SUMMED_STATS = ("groups_sampled", "groups_kept", "groups_flat", "nonfinite", "loss")
-#: logged values that are the largest over the processes (an average of maxima is no maximum)
-MAXIMUM_STATS = ("ratio_max", "eps_high_max")
-
-
-def merge_stats(stats: dict[str, float]) -> dict[str, float]:
-    """One step's logged values merged over the processes."""
-    gathered: list[dict[str, float]] = [{} for _ in range(torch.distributed.get_world_size())]
-    torch.distributed.all_gather_object(gathered, stats)
-    merged = {}
-    for key in sorted({key for part in gathered for key in part}):
-        values = np.array([part.get(key, math.nan) for part in gathered], dtype=np.float64)
-        if key in SUMMED_STATS:
-            merged[key] = float(np.nansum(values))
-        elif key.startswith("seconds") or key in MAXIMUM_STATS:
-            merged[key] = float(np.nanmax(values))
-        else:
-            merged[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
-    return merged
 
 
 def flat_streak(history: Sequence[dict[str, float]]) -> int:
@@ -450,7 +360,7 @@ class PolicyRLModule(AdapterModule):
                 if self.rl.adaptive_clip
                 else torch.full((len(group.responses),), self.rl.eps_high)
             )
-        return kept, self.rollout_stats(sampled, kept)
+        return kept, rollout_stats(sampled, kept, self.guard.count)
 
     def sample_groups(self, prompts: list[RLPrompt], step: int) -> list[Group]:
         """G answers per prompt from the current policy, scored and rewarded.
@@ -521,32 +431,6 @@ class PolicyRLModule(AdapterModule):
             **options,
         )
 
-    def rollout_stats(self, sampled: list[Group], kept: list[Group]) -> dict[str, float]:
-        """Means over every sampled answer (reward parts, accuracy, parse failures, lengths, entropy)."""
-        terms = [terms for group in sampled for terms in group.terms]
-        lengths = torch.cat([group.old.mask.sum(-1) for group in sampled])
-        entropy = torch.cat([group.old.entropy.sum(-1) / group.old.mask.sum(-1).clamp_min(1) for group in sampled])
-        key_entropy = torch.cat([group.key_entropy for group in sampled])
-        stats = {
-            "reward": float(np.mean([t.total for t in terms])),
-            "reward_cls": float(np.nanmean([t.cls for t in terms])) if any(t.parsed for t in terms) else math.nan,
-            "reward_att": float(np.nanmean([t.att for t in terms])) if any(t.parsed for t in terms) else math.nan,
-            "accuracy": float(torch.cat([group.correct for group in sampled]).float().mean()),
-            "parse_failure": float(np.mean([not t.parsed for t in terms])),
-            "response_tokens": float(lengths.mean()),
-            "entropy": float(entropy.mean()),
-            "key_entropy": float(np.nanmean(key_entropy.numpy())) if torch.isfinite(key_entropy).any() else math.nan,
-            "groups_sampled": float(len(sampled)),
-            "groups_kept": float(len(kept)),
-            # kept groups with one reward for every answer (advantage 0: no policy-gradient signal)
-            "groups_flat": float(sum(bool((group.rewards == group.rewards[0]).all()) for group in kept)),
-            "nonfinite": float(self.guard.count),
-        }
-        if kept:
-            eps_high = torch.cat([group.eps_high for group in kept])
-            stats |= {"eps_high_mean": float(eps_high.mean()), "eps_high_max": float(eps_high.max())}
-        return stats
-
     # ---- updates ----------------------------------------------------------------------------------------------
     def _minibatches(self, groups: list[Group]) -> list[tuple[list[Group], torch.Tensor | None]]:
         """The ``updates_per_step`` minibatches of this step's groups, each with the aggregation's per-token loss
@@ -603,30 +487,26 @@ class PolicyRLModule(AdapterModule):
                 group_weights = weights[row : row + rows, :length]
                 row += rows
                 new = group.old if self.fused else self._score(group.prompt, group.responses)
-                old_logp = group.old.logp.detach()
-                per_token, clipped = clipped_surrogate(
-                    new.logp, old_logp, group.advantages, self.rl.eps_low, group.eps_high
+                loss, group_counts = policy_loss(
+                    new.logp,
+                    group.old.logp.detach(),
+                    group.advantages,
+                    group_weights,
+                    group.old.mask,
+                    eps_low=self.rl.eps_low,
+                    eps_high=group.eps_high,
+                    eps_fixed=self.rl.eps_high,
+                    ref_logp=group.ref_logp,
+                    kl_coef=self.rl.kl_coef,
                 )
-                kl = k3_kl(new.logp, group.ref_logp) if group.ref_logp is not None else torch.zeros_like(per_token)
-                loss = (group_weights * (per_token + self.rl.kl_coef * kl)).sum()
                 if not self.guard.check(loss, self.completed_steps):
                     finite = False
                     break
                 self.manual_backward(loss)
                 loss_sum += float(loss.detach())
-                real = group.old.mask > 0
-                ratio = torch.exp(new.logp.detach() - old_logp)
-                positive, negative = (group.advantages > 0)[:, None], (group.advantages < 0)[:, None]
-                counts["clip_fraction"] += float((clipped & real).sum())
-                counts["clip_high_fraction"] += float(((ratio > 1 + group.eps_high[:, None]) & positive & real).sum())
-                counts["clip_low_fraction"] += float(((ratio < 1 - self.rl.eps_low) & negative & real).sum())
-                # the adaptive band: past GRPO's fixed up-clip 1 + rl.eps_high, within this answer's 1 + ε_high(τ),
-                # with A > 0 — the only tokens whose gradient EAG-RL keeps and GRPO clips away
-                band = (ratio > 1 + self.rl.eps_high) & (ratio <= 1 + group.eps_high[:, None])
-                counts["band_fraction"] += float((band & positive & real).sum())
-                ratio_max = max(ratio_max, float(ratio[real].max())) if real.any() else ratio_max
-                counts["kl"] += float((kl.detach() * real).sum())
-                counts["tokens"] += float(real.sum())
+                ratio_max = max(ratio_max, group_counts.pop("ratio_max"))
+                for key, value in group_counts.items():
+                    counts[key] += value
             if distributed:
                 finite = sum_gradients(self.model, finite)
             if not finite:

@@ -135,3 +135,54 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of each position's next-token distribution. logits (..., vocab) -> (...)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+def policy_loss(
+    new_logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    weights: torch.Tensor,
+    mask: torch.Tensor,
+    eps_low: float,
+    eps_high: torch.Tensor,
+    eps_fixed: float,
+    ref_logp: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO-family loss of one group's G answers and what explains it (the verl ``core_algos`` shape: the loss
+    and its metrics as a dict).
+
+    Args:
+        new_logp, old_logp: log π_θ and log π_old of every answer token (G, T); ``old_logp`` without gradient.
+        advantages: one per answer (G,).
+        weights: the aggregation's loss weight of every token (G, T), 0 on padding.
+        mask: 1 on real answer tokens (G, T).
+        eps_low: the down-clip ε_low.
+        eps_high: each answer's up-clip ε_high (G,): adaptive ε_high(τ) for EAG-RL, the fixed one otherwise.
+        eps_fixed: GRPO's fixed up-clip (``rl.eps_high``), the lower edge of EAG-RL's adaptive band.
+        ref_logp: log π_ref (G, T) for the k3 KL penalty, or None (no penalty).
+        kl_coef: the penalty's weight.
+
+    Returns:
+        The weighted loss (a scalar with gradient) and token counts over the real tokens: ``clip_fraction`` (clipped
+        surrogate), ``clip_high_fraction`` (A > 0, ratio past 1 + ε_high), ``clip_low_fraction`` (A < 0, ratio below
+        1 − ε_low), ``band_fraction`` (A > 0, ratio past 1 + ``eps_fixed`` and within 1 + ε_high: the only tokens
+        whose gradient EAG-RL keeps and GRPO clips away), ``kl`` (summed k3), ``tokens``, and ``ratio_max``.
+    """
+    per_token, clipped = clipped_surrogate(new_logp, old_logp, advantages, eps_low, eps_high)
+    kl = k3_kl(new_logp, ref_logp) if ref_logp is not None else torch.zeros_like(per_token)
+    loss = (weights * (per_token + kl_coef * kl)).sum()
+    real = mask > 0
+    ratio = torch.exp(new_logp.detach() - old_logp)
+    positive, negative = (advantages > 0)[:, None], (advantages < 0)[:, None]
+    band = (ratio > 1 + eps_fixed) & (ratio <= 1 + eps_high[:, None])
+    counts = {
+        "clip_fraction": float((clipped & real).sum()),
+        "clip_high_fraction": float(((ratio > 1 + eps_high[:, None]) & positive & real).sum()),
+        "clip_low_fraction": float(((ratio < 1 - eps_low) & negative & real).sum()),
+        "band_fraction": float((band & positive & real).sum()),
+        "kl": float((kl.detach() * real).sum()),
+        "tokens": float(real.sum()),
+        "ratio_max": float(ratio[real].max()) if real.any() else 0.0,
+    }
+    return loss, counts

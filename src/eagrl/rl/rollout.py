@@ -1,4 +1,5 @@
-"""Stage 2 rollouts: the prompts RL trains on, and the per-token quantities of sampled answers.
+"""Stage 2 rollouts: the prompts RL trains on, the per-token quantities of sampled answers, their rewards, and the
+groups one step collects with their logged values.
 
 A group is one prompt and its G sampled answers. :func:`score_responses` runs the policy over the prompt once
 and over the G answers together on top of the prompt's key/value cache (the prompt is never encoded G times,
@@ -9,8 +10,9 @@ puts on every prompt token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,7 +22,8 @@ from transformers.cache_utils import DynamicCache
 
 from eagrl.experts.salient import importance_distribution, salient_features
 from eagrl.policy.attention import probe_attention
-from eagrl.policy.parsing import FEATURES
+from eagrl.policy.parsing import FEATURES, FeatureVocabulary, ParsedAnswer
+from eagrl.rewards import RewardConfig, RewardTerms, score_answer
 from eagrl.rl.objectives import token_entropy
 
 
@@ -185,3 +188,64 @@ def score_responses(
 def feature_mass(prompt_mass: torch.Tensor, spans: Sequence[tuple[int, int]]) -> np.ndarray:
     """(G, features) attention mass summed over each feature line's tokens. prompt_mass: (G, prompt tokens)."""
     return np.stack([prompt_mass[:, start:end].sum(-1).numpy() for start, end in spans], axis=-1)
+
+
+#: (prompt, answer text, parsed answer, internal attention agreement or None) -> reward terms
+RewardFunction = Callable[[RLPrompt, str, ParsedAnswer, float | None], RewardTerms]
+
+
+@dataclass
+class Group:
+    """One prompt, its sampled answers and everything measured on them (G answers)."""
+
+    prompt: RLPrompt
+    responses: list[list[int]]
+    texts: list[str]
+    terms: list[RewardTerms]
+    correct: torch.Tensor
+    old: Scored
+    key_entropy: torch.Tensor
+    ref_logp: torch.Tensor | None = None
+    advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    eps_high: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        return torch.tensor([terms.total for terms in self.terms], dtype=torch.float32)
+
+
+def paper_reward(vocabulary: FeatureVocabulary, cfg: RewardConfig) -> RewardFunction:
+    """The EAG-RL reward of an answer (``src/eagrl/rewards``)."""
+
+    def reward(prompt: RLPrompt, text: str, parsed: ParsedAnswer, internal: float | None) -> RewardTerms:
+        return score_answer(parsed, prompt.label, prompt.expert_features, cfg, internal)
+
+    return reward
+
+
+def rollout_stats(sampled: list[Group], kept: list[Group], nonfinite: int) -> dict[str, float]:
+    """One step's rollout values: means over every ``sampled`` answer (reward parts, accuracy, parse failures, lengths,
+    entropy), group counts, ε_high over the ``kept`` groups, and the ``nonfinite`` values skipped so far."""
+    terms = [terms for group in sampled for terms in group.terms]
+    lengths = torch.cat([group.old.mask.sum(-1) for group in sampled])
+    entropy = torch.cat([group.old.entropy.sum(-1) / group.old.mask.sum(-1).clamp_min(1) for group in sampled])
+    key_entropy = torch.cat([group.key_entropy for group in sampled])
+    stats = {
+        "reward": float(np.mean([t.total for t in terms])),
+        "reward_cls": float(np.nanmean([t.cls for t in terms])) if any(t.parsed for t in terms) else math.nan,
+        "reward_att": float(np.nanmean([t.att for t in terms])) if any(t.parsed for t in terms) else math.nan,
+        "accuracy": float(torch.cat([group.correct for group in sampled]).float().mean()),
+        "parse_failure": float(np.mean([not t.parsed for t in terms])),
+        "response_tokens": float(lengths.mean()),
+        "entropy": float(entropy.mean()),
+        "key_entropy": float(np.nanmean(key_entropy.numpy())) if torch.isfinite(key_entropy).any() else math.nan,
+        "groups_sampled": float(len(sampled)),
+        "groups_kept": float(len(kept)),
+        # kept groups with one reward for every answer (advantage 0: no policy-gradient signal)
+        "groups_flat": float(sum(bool((group.rewards == group.rewards[0]).all()) for group in kept)),
+        "nonfinite": float(nonfinite),
+    }
+    if kept:
+        eps_high = torch.cat([group.eps_high for group in kept])
+        stats |= {"eps_high_mean": float(eps_high.mean()), "eps_high_max": float(eps_high.max())}
+    return stats

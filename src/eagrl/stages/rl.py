@@ -69,7 +69,10 @@ def run(cfg: DictConfig) -> dict:
     from eagrl.policy.backbone import attach_lora, load_adapter, load_backbone
     from eagrl.policy.parsing import FeatureVocabulary
     from eagrl.rewards import RewardConfig
-    from eagrl.rl.module import PolicyRLModule, RLConfig, RolloutParallel, StepCheckpoint, paper_reward, step_loader
+    from eagrl.rl.checkpoint import StepCheckpoint
+    from eagrl.rl.distributed import RolloutParallel
+    from eagrl.rl.module import PolicyRLModule, RLConfig, step_loader
+    from eagrl.rl.rollout import paper_reward
 
     threads = start(cfg)
     rl = typed(RLConfig, cfg.rl, "rl", seed=cfg.seed)
