@@ -77,7 +77,8 @@ def run_ours(args) -> tuple[list[float], float]:
         prompts.append(RLPrompt(str(number), 0, ids, (), (), (), np.zeros(0)))
     rl = RLConfig(
         steps=args.steps, prompts_per_step=args.prompts, group_size=args.group, updates_per_step=1, lr=1e-4,
-        max_new_tokens=args.completion_tokens, adaptive_clip=False, kl_coef=0.0, aggregation="dapo",
+        max_new_tokens=args.completion_tokens, adaptive_clip=False, kl_coef=0.0, aggregation="dapo", ppo_epochs=1,
+        stop_after_flat_steps=0,
         batch_size=args.prompts * args.group,
     )  # fmt: skip
 
