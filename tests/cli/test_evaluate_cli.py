@@ -45,6 +45,7 @@ def test_writes_predictions_metrics_and_plots(evaluated):
     assert "parse failures 100.0 %" in result.stdout
 
 
+@pytest.mark.slow
 def test_rerun_reports_and_resume_answers_only_missing_patients(evaluated):
     tmp, _ = evaluated
     folder = _artifact(tmp)

@@ -69,6 +69,7 @@ def test_scoring_the_artifact_on_its_own_test_split_gives_the_in_process_predict
     assert low <= metrics["test"]["auroc"]["mean"] <= high
 
 
+@pytest.mark.slow
 def test_scoring_a_cohort_that_measured_three_labs(trained):
     tmp, artifact = trained
     cohort = tmp / "tjh3"

@@ -30,6 +30,7 @@ def _folder(tmp, pattern):
     return next((tmp / "artifacts" / "rl").rglob(pattern))
 
 
+@pytest.mark.slow
 def test_rl_writes_adapter_history_and_evaluate_reads_it(stage1):
     result = run_cli("rl", [*RL, "reward.attention=internal"], stage1)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -76,6 +77,7 @@ def test_two_process_ddp_run_writes_one_artifact(stage1):
     assert history["step"].tolist() == [0, 1] and history["groups_sampled"].tolist() == [2.0, 2.0]
 
 
+@pytest.mark.slow
 def test_ablations_start_where_they_should(stage1):
     without_rl = run_cli("rl", [*RL, "ablation=no_stage2"], stage1)
     assert without_rl.returncode == 0, without_rl.stderr[-2000:]
@@ -92,6 +94,7 @@ def test_ablations_start_where_they_should(stage1):
     assert info["method"] == "rl-dapo-no_stage1" and info["init_adapter"] is None
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_runs_every_step_once(stage1):
     overrides = [*RL, "rl=grpo", "rl.steps=30", "paths.artifact_dir=artifacts"]
     kill_when("rl", overrides, stage1, stage1 / "artifacts" / "rl", "grpo-none-*/checkpoints/last.ckpt")

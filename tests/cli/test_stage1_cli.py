@@ -38,6 +38,7 @@ def searched(tmp_path_factory):
     return tmp, result
 
 
+@pytest.mark.slow
 def test_search_writes_every_patient_once_with_scored_paths(searched):
     tmp, result = searched
     folder = _artifact(tmp / "artifacts", "mcts")
@@ -82,6 +83,7 @@ def test_changing_the_selection_reselects_without_searching_again(searched):
     assert selected["patient_id"].is_unique
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_loses_and_duplicates_nothing(searched):
     tmp, _ = searched
     killed = tmp / "killed"
@@ -99,6 +101,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(searched):
     pd.testing.assert_frame_equal(again[columns], reference[columns])
 
 
+@pytest.mark.slow
 def test_sft_on_trajectories_saves_an_adapter_that_evaluate_loads(searched):
     tmp, _ = searched
     result = run_cli("sft", SFT, tmp)
@@ -149,6 +152,7 @@ def test_sft_resumed_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     pd.testing.assert_frame_equal(validations[0], validations[1])
 
 
+@pytest.mark.slow
 def test_label_only_sft_changes_every_trainable_parameter(searched):
     tmp, _ = searched
     result = run_cli("sft", [*SFT, "sft=label_only"], tmp)
@@ -225,6 +229,7 @@ def test_max_patients_trains_on_a_label_stratified_sample(tmp_path):
     assert artifact(cfg, {}).folder != artifact(everyone, {}).folder
 
 
+@pytest.mark.slow
 def test_trajectory_sft_keeps_the_trajectories_of_its_max_patients_sample(searched):
     """The search's max_patients sample is the SFT's with the same value: every trajectory stays; a smaller sample
     keeps only its own patients' trajectories."""
