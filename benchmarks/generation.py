@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from eagrl.cli.entry import CONFIG_DIR
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.policy.attention import EAGRL_SDPA
 from eagrl.policy.backbone import load_backbone
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
+from eagrl.stages.runtime import prepared_datamodule
 
 #: benchmark prompt budget: short enough for batch 32 with model.generate on a 2-core CPU
 DEFAULT_OVERRIDES = ["prompt.max_visits=1", "prompt.omit_unobserved=true"]
@@ -82,9 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=[*DEFAULT_OVERRIDES, *args.overrides, "paths.output_dir=."])
-    datamodule = instantiate(cfg.datamodule)
-    datamodule.prepare_data()
-    datamodule.setup()
+    datamodule = prepared_datamodule(cfg)
     prompts = datamodule.prompts("test", cfg.task, cfg.prompt)
     backbone = load_backbone(cfg.backbone)
     model, tokenizer = backbone.model, backbone.tokenizer

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from eagrl.cli.entry import CONFIG_DIR
 from eagrl.evaluation.aggregate import commit, machine, write_section
@@ -39,6 +38,7 @@ from eagrl.policy.backbone import load_backbone
 from eagrl.policy.engine import EngineStats, GenerationEngine, PrefixCache, SamplingConfig
 from eagrl.policy.guided import feature_list_grammar, probability_grammar
 from eagrl.policy.parsing import FeatureVocabulary, parse_answer
+from eagrl.stages.runtime import prepared_datamodule
 
 #: the Stage-1 record's prompts and backbone unless another experiment is given
 DEFAULT_OVERRIDES = ["experiment=stage1_tjh_smollm2"]
@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides = [*([] if chosen else DEFAULT_OVERRIDES), *args.overrides, "paths.output_dir=."]
         cfg = compose("mcts", overrides=overrides)
     torch.set_num_threads(cfg.num_threads or torch.get_num_threads())
-    datamodule = instantiate(cfg.datamodule)
-    datamodule.prepare_data()
-    datamodule.setup()
+    datamodule = prepared_datamodule(cfg)
     _, prompts = datamodule.patients("train", cfg.task, cfg.prompt, args.patients)
     backbone = load_backbone(cfg.backbone)
     engine = GenerationEngine(

@@ -32,6 +32,7 @@ from sklearn.preprocessing import StandardScaler
 
 from eagrl.cli.entry import CONFIG_DIR
 from eagrl.data.synthetic import RISK
+from eagrl.stages.runtime import prepared_datamodule
 
 #: what the assistant has written when it gives the first digit (the token-expectation score reads the next token)
 ANSWER_PREFIX = "<Final answer> 0."
@@ -73,9 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("sft", overrides=["experiment=canary", "sft=label_only", *args.overrides])
-    datamodule = instantiate(cfg.datamodule)
-    datamodule.prepare_data()
-    datamodule.setup()
+    datamodule = prepared_datamodule(cfg)
     model, tokenizer = instantiate(cfg.backbone.loader, dtype=torch.float32, attn_implementation="eager")
     model.eval()
     splits = {}

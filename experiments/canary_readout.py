@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from sklearn.metrics import roc_auc_score
 
 from eagrl.cli.entry import CONFIG_DIR
+from eagrl.stages.runtime import prepared_datamodule
 
 
 def main() -> None:
@@ -36,9 +36,7 @@ def main() -> None:
     predictions = pd.read_parquet(args.folder / "predictions.parquet").set_index("patient_id")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=args.overrides)
-    datamodule = instantiate(cfg.datamodule)
-    datamodule.prepare_data()
-    datamodule.setup()
+    datamodule = prepared_datamodule(cfg)
     records, prompts = datamodule.patients(metrics["split"], cfg.task, cfg.prompt)
     planted = set(cfg.dataset.planted)
     counts, ids = [], []

@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from eagrl.cli.entry import CONFIG_DIR
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.experts.tabular import MODELS, fit_tabular
+from eagrl.stages.runtime import prepared_datamodule
 
 #: threads of the fits (the expert sweep ran one thread per job)
 THREADS = 1
@@ -34,9 +34,7 @@ def rows(datasets: list[str], seeds: list[int], overrides: list[str]) -> pd.Data
     for dataset in datasets:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose("expert", overrides=[f"dataset={dataset}", *overrides])
-        datamodule = instantiate(cfg.datamodule)
-        datamodule.prepare_data()
-        datamodule.setup()
+        datamodule = prepared_datamodule(cfg)
         for name in MODELS:
             for seed in seeds:
                 metrics = fit_tabular(name, datamodule.arrays, seed, cfg.evaluation.resamples, cfg.evaluation.seed)

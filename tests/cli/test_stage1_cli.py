@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from eagrl.errors import ConfigError
 from eagrl.policy.backbone import attach_lora, byte_tokenizer
 from eagrl.policy.sft import IGNORE, ChatExample, tokenize_example
+from eagrl.stages.runtime import prepared_datamodule
 from tests.conftest import compose_config, kill_when, run_cli
 
 EXPERT = ["expert=gru", "expert.params.hidden_dim=8", "trainer.max_epochs=2", "logger=none", "num_threads=1"]
@@ -248,11 +249,8 @@ def test_trajectory_sft_keeps_the_trajectories_of_its_max_patients_sample(search
 
 def _train_records(cfg, count=None):
     """The training split's patients (a label-stratified sample of ``count``; None = all)."""
-    from hydra.utils import instantiate
 
-    datamodule = instantiate(cfg.datamodule)
-    datamodule.prepare_data()
-    datamodule.setup()
+    datamodule = prepared_datamodule(cfg)
     return datamodule.records("train", count)
 
 
