@@ -62,6 +62,16 @@ def cli_command(stage: str, overrides: list[str], tmp_dir: Path, raw_source: str
     return command, {**os.environ, "EAGRL_RAW_SOURCE": raw_source, "WANDB_SILENT": "true"}
 
 
+def run_stage(stage: str, overrides: list[str], tmp_dir: Path) -> dict:
+    """``eagrl.stages.<stage>.run`` in this process on the composed entry config, with every output under ``tmp_dir``
+    as :func:`run_cli` puts it (a user error raises :class:`~eagrl.errors.EAGRLError`, which the command prints)."""
+    import importlib
+
+    paths = [f"paths.artifact_dir={tmp_dir / 'artifacts'}", f"paths.model_dir={tmp_dir / 'models'}"]
+    cfg = compose_config(stage, [*paths, *overrides], tmp_dir)
+    return importlib.import_module(f"eagrl.stages.{stage}").run(cfg)
+
+
 def run_cli(stage: str, overrides: list[str], tmp_dir: Path, **kwargs) -> subprocess.CompletedProcess:
     """Run ``eagrl-<stage>`` in a subprocess with outputs under ``tmp_dir``."""
     command, env = cli_command(stage, overrides, tmp_dir, kwargs.pop("raw_source", RAW_SOURCE))

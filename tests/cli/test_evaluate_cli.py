@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from eagrl.errors import EAGRLError
+from tests.conftest import run_cli, run_stage
 
 #: tiny backbone, short answers, the 14 TJH validation patients (6 deaths); the TJH prompts are long in bytes; the
 #: greedy score (every score is tested in tests/policy/test_scoring.py)
@@ -62,15 +64,20 @@ def test_rerun_reports_and_resume_answers_only_missing_patients(evaluated):
     assert pd.read_parquet(folder / "predictions.parquet")["patient_id"].is_unique
 
 
+def test_a_user_error_ends_the_command_in_one_line(tmp_path):
+    result = run_cli("evaluate", [*TINY, "adapter=/nonexistent/adapter"], tmp_path)
+    assert result.returncode == 2
+    assert "holds no adapter_config.json" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["backbone.loader.config.max_position_embeddings=64"], "exceeds the backbone's context of 64 tokens"),
         (["max_patients=1"], "hold one outcome only"),
-        (["adapter=/nonexistent/adapter"], "holds no adapter_config.json"),
     ],
 )
-def test_one_line_errors(tmp_path, overrides, message):
-    result = run_cli("evaluate", [*TINY, *overrides], tmp_path)
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+def test_user_errors_name_the_option(tmp_path, overrides, message):
+    """In process: the stage raises the one-line error the command prints."""
+    with pytest.raises(EAGRLError, match=re.escape(message)):
+        run_stage("evaluate", [*TINY, *overrides], tmp_path)

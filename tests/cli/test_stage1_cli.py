@@ -4,6 +4,7 @@ reselection without a new search), eagrl-sft (trajectory and label-only adapters
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import lightning as L
@@ -12,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from eagrl.errors import ConfigError
+from eagrl.errors import ConfigError, EAGRLError
 from eagrl.policy.backbone import attach_lora, byte_tokenizer
 from eagrl.policy.sft import IGNORE, ChatExample, tokenize_example
 from eagrl.stages.runtime import prepared_datamodule
-from tests.conftest import compose_config, kill_when, run_cli
+from tests.conftest import compose_config, kill_when, run_cli, run_stage
 
 EXPERT = ["expert=gru", "expert.params.hidden_dim=8", "trainer.max_epochs=2", "logger=none", "num_threads=1"]
 #: 16 patients in shards of 2, guided by the small GRU expert
@@ -56,21 +57,27 @@ def test_search_writes_every_patient_once_with_scored_paths(searched):
     assert "complete answers" in result.stdout
 
 
+def test_a_user_error_ends_the_command_in_one_line(searched):
+    tmp, _ = searched
+    result = run_cli("mcts", [*MCTS, "salient.expert=adacare"], tmp)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "run `eagrl-expert expert=adacare" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["split=test"], "train split only"),
         (["split=val"], "train split only"),
         (["prompt=vanilla"], "use prompt=pqd"),
-        (["salient.expert=adacare"], "run `eagrl-expert expert=adacare"),
         (["reward.attention=internal"], "a Stage 2 option"),
     ],
 )
-def test_one_line_errors(searched, overrides, message):
+def test_user_errors_name_the_option(searched, overrides, message):
+    """In process: the stage raises the one-line error the command prints."""
     tmp, _ = searched
-    result = run_cli("mcts", [*MCTS, *overrides], tmp)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert message in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(EAGRLError, match=re.escape(message)):
+        run_stage("mcts", [*MCTS, *overrides], tmp)
 
 
 def test_changing_the_selection_reselects_without_searching_again(searched):
