@@ -28,13 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 RAW_SOURCE = os.environ.get("EAGRL_RAW_SOURCE", str(REPO.parent / "shared" / "data"))
 
 
-def compose_config(config_name: str, overrides: list[str], tmp_dir: Path) -> DictConfig:
-    """Compose a real entry config with run paths redirected into ``tmp_dir``."""
+def compose_config(config_name: str, overrides: list[str], tmp_dir: Path, raw_source: str = RAW_SOURCE) -> DictConfig:
+    """Compose a real entry config with run paths redirected into ``tmp_dir`` (raw files from ``raw_source``)."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(
             config_name,
             overrides=[
-                f"paths.raw_source={RAW_SOURCE}",
+                f"paths.raw_source={raw_source}",
                 f"paths.data_dir={tmp_dir / 'data'}",
                 f"paths.log_dir={tmp_dir / 'logs'}",
                 f"paths.output_dir={tmp_dir / 'run'}",
@@ -62,13 +62,13 @@ def cli_command(stage: str, overrides: list[str], tmp_dir: Path, raw_source: str
     return command, {**os.environ, "EAGRL_RAW_SOURCE": raw_source, "WANDB_SILENT": "true"}
 
 
-def run_stage(stage: str, overrides: list[str], tmp_dir: Path) -> dict:
+def run_stage(stage: str, overrides: list[str], tmp_dir: Path, raw_source: str = RAW_SOURCE):
     """``eagrl.stages.<stage>.run`` in this process on the composed entry config, with every output under ``tmp_dir``
     as :func:`run_cli` puts it (a user error raises :class:`~eagrl.errors.EAGRLError`, which the command prints)."""
     import importlib
 
     paths = [f"paths.artifact_dir={tmp_dir / 'artifacts'}", f"paths.model_dir={tmp_dir / 'models'}"]
-    cfg = compose_config(stage, [*paths, *overrides], tmp_dir)
+    cfg = compose_config(stage, [*paths, *overrides], tmp_dir, raw_source)
     return importlib.import_module(f"eagrl.stages.{stage}").run(cfg)
 
 

@@ -21,6 +21,23 @@ def test_config_hash_ignores_paths_and_logging_but_not_settings(tmp_path):
     assert config_hash(compose_config("expert", ["expert.params.hidden_dim=8"], tmp_path)) != base
 
 
+def test_config_hash_is_the_same_wherever_the_project_lives(tmp_path, monkeypatch):
+    """A path into the project's folders enters the hash relative to its root: the same adapter given from two
+    project roots, or absolute and ./-relative from the root, gives one hash; a different adapter another."""
+
+    def hashed(root, adapter):
+        paths = [f"paths.root_dir={root}", f"paths.artifact_dir={root}/artifacts", f"paths.model_dir={root}/models"]
+        return config_hash(compose_config("rl", [*paths, f"init.adapter={adapter}"], tmp_path))
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    base = hashed(one, f"{one}/artifacts/sft/smollm2_135m/label_only-1")
+    assert hashed(two, f"{two}/artifacts/sft/smollm2_135m/label_only-1") == base
+    one.mkdir()
+    monkeypatch.chdir(one)
+    assert hashed(".", "./artifacts/sft/smollm2_135m/label_only-1") == base
+    assert hashed(one, f"{one}/artifacts/sft/smollm2_135m/label_only-2") != base
+
+
 def _sealed(tmp_path):
     folder = tmp_path / "artifact"
     (folder / "checkpoints").mkdir(parents=True)

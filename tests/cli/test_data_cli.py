@@ -1,4 +1,5 @@
-"""``eagrl-data`` end to end: cohort tables, loggers, and one-line errors for bad input."""
+"""``eagrl-data`` end to end: cohort tables, loggers, and one-line errors for bad input (the messages checked in
+process through ``eagrl.stages.data.run``; one command line checks that a user error ends it in one line)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import RAW_SOURCE, run_cli
+from eagrl.errors import EAGRLError
+from tests.conftest import RAW_SOURCE, run_cli, run_stage
 
 TJH_FILE = "tjh/time_series_375_prerpocess_en.xlsx"
 
@@ -45,6 +47,15 @@ def run_tjh(tmp_path: Path, source: str, sha: str, *extra: str):
         tmp_path,
         raw_source=source,
     )
+
+
+def assert_user_error(tmp_path: Path, source: str, sha: str | None, *fragments: str, extra: tuple[str, ...] = ()):
+    """The data stage, in process on the TJH workbook under ``source``, raises one error naming every fragment."""
+    checksum = [f"dataset.raw_files.xlsx.sha256={sha}"] if sha else []
+    with pytest.raises(EAGRLError) as error:
+        run_stage("data", ["dataset=tjh", "logger=none", *checksum, *extra], tmp_path, raw_source=source)
+    message = str(error.value)
+    assert "\n" not in message and all(fragment in message for fragment in fragments), message
 
 
 @pytest.mark.slow
@@ -90,27 +101,28 @@ def test_wandb_offline_run_writes_local_files(tmp_path, small_tjh):
     assert b"cohort/test/patients" in content and b"raw_source" in content
 
 
-def test_missing_file(tmp_path):
+def test_a_missing_file_ends_the_command_in_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_cli("data", ["dataset=tjh", "logger=none"], tmp_path, raw_source=str(tmp_path / "empty"))
     assert_one_line_error(result, "raw file not found", TJH_FILE)
 
 
 def test_wrong_checksum(tmp_path):
-    result = run_cli("data", ["dataset=tjh", "logger=none", "dataset.raw_files.xlsx.sha256=" + "0" * 64], tmp_path)
-    assert_one_line_error(result, "checksum mismatch", TJH_FILE.split("/")[-1], "dataset.raw_files.xlsx.sha256")
+    assert_user_error(
+        tmp_path, RAW_SOURCE, "0" * 64, "checksum mismatch", TJH_FILE.split("/")[-1], "dataset.raw_files.xlsx.sha256"
+    )
 
 
 def test_missing_column(tmp_path, small_tjh):
     source, sha = write_source(tmp_path, small_tjh.drop(columns="outcome"))
-    assert_one_line_error(run_tjh(tmp_path, source, sha), "missing column 'outcome'", TJH_FILE)
+    assert_user_error(tmp_path, source, sha, "missing column 'outcome'", TJH_FILE)
 
 
 def test_non_numeric_value(tmp_path, small_tjh):
     frame = small_tjh.astype({"hemoglobin": object})
     frame.iloc[5, frame.columns.get_loc("hemoglobin")] = "abc"
     source, sha = write_source(tmp_path, frame)
-    assert_one_line_error(run_tjh(tmp_path, source, sha), "column 'hemoglobin'", "'abc'", TJH_FILE)
+    assert_user_error(tmp_path, source, sha, "column 'hemoglobin'", "'abc'", TJH_FILE)
 
 
 def test_corrupt_file(tmp_path):
@@ -118,14 +130,12 @@ def test_corrupt_file(tmp_path):
     target.parent.mkdir(parents=True)
     target.write_bytes(b"PK\x03\x04 not really a workbook")
     sha = hashlib.sha256(target.read_bytes()).hexdigest()
-    assert_one_line_error(run_tjh(tmp_path, str(tmp_path / "source"), sha), "cannot read as an Excel workbook")
+    assert_user_error(tmp_path, str(tmp_path / "source"), sha, "cannot read as an Excel workbook")
 
 
 def test_empty_cohort_after_filtering(tmp_path, small_tjh):
     source, sha = write_source(tmp_path, small_tjh)
-    assert_one_line_error(
-        run_tjh(tmp_path, source, sha, "dataset.min_visits=1000"), "empty cohort", "dataset.min_visits"
-    )
+    assert_user_error(tmp_path, source, sha, "empty cohort", "dataset.min_visits", extra=("dataset.min_visits=1000",))
 
 
 def test_unknown_dataset_name(tmp_path):

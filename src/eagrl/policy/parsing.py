@@ -22,9 +22,7 @@ FEATURES = re.compile(
 )
 #: a number not glued to letters: the template's ``0.xx`` (or ``0.7x``) is no number, not the probability 0.0
 #: (the value is atomic, so the regex cannot back off ``0.xx`` to read ``0``)
-NUMBER = re.compile(
-    r"(?<![\w.])(?P<value>(?>\d+(?:\.\d*)?|\.\d+))(?!\.?[A-Za-z_])\s*(?P<percent>%|percent)?", re.I
-)
+NUMBER = re.compile(r"(?<![\w.])(?P<value>(?>\d+(?:\.\d*)?|\.\d+))(?!\.?[A-Za-z_])\s*(?P<percent>%|percent)?", re.I)
 #: separators between declared features
 SEPARATORS = re.compile(r"[;\n,|]+")
 #: leading list markers ("1.", "-", "*", "•") and surrounding quotes/brackets

@@ -44,12 +44,13 @@ VOLATILE_KEYS = (
 def config_hash(
     cfg: DictConfig, length: int = 8, exclude: tuple[str, ...] = (), inputs: Mapping[str, str] | None = None
 ) -> str:
-    """Short sha256 of the resolved config without :data:`VOLATILE_KEYS` and ``exclude``.
+    """Short sha256 of the resolved config without :data:`VOLATILE_KEYS` and ``exclude``, with paths written
+    relative to the project's path roots (:func:`_portable`).
 
     ``inputs`` (name -> content digest of an input artifact) enter the hash too, so a stage that reads another
     stage's output by content is redone when that output changes.
     """
-    content = OmegaConf.to_container(cfg, resolve=True)
+    content = _portable(OmegaConf.to_container(cfg, resolve=True), _path_roots(cfg))
     for key in (*VOLATILE_KEYS, *exclude):
         *parents, leaf = key.split(".")
         node = content
@@ -60,6 +61,32 @@ def config_hash(
         content["__inputs__"] = dict(inputs)
     payload = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+#: the ``paths`` keys a config value may point into, most specific first (``root_dir`` holds the others)
+PATH_ROOTS = ("artifact_dir", "model_dir", "data_dir", "log_dir", "root_dir")
+
+
+def _path_roots(cfg: DictConfig) -> list[tuple[str, Path]]:
+    """``(key, absolute folder)`` of every :data:`PATH_ROOTS` entry ``cfg.paths`` sets."""
+    paths = cfg.get("paths") or {}
+    return [(key, Path(str(paths[key])).resolve()) for key in PATH_ROOTS if paths.get(key) is not None]
+
+
+def _portable(node, roots: list[tuple[str, Path]]):
+    """``node`` with every absolute or ``./``-relative path string under a path root written as
+    ``${paths.<key>}/<relative>``: an artifact's hash is the same whichever folder the project lives in
+    (``EAGRL_ROOT``, a clone elsewhere, a cluster mount) and whether a path was given absolute or relative."""
+    if isinstance(node, dict):
+        return {key: _portable(value, roots) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_portable(value, roots) for value in node]
+    if isinstance(node, str) and node.startswith(("/", "./", "../")):
+        absolute = Path(node).resolve()
+        for key, root in roots:
+            if absolute.is_relative_to(root):
+                return f"${{paths.{key}}}/{absolute.relative_to(root).as_posix()}"
+    return node
 
 
 def file_digest(path: Path) -> str:
