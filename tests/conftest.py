@@ -72,6 +72,18 @@ def run_stage(stage: str, overrides: list[str], tmp_dir: Path, raw_source: str =
     return importlib.import_module(f"eagrl.stages.{stage}").run(cfg)
 
 
+def user_error(stage: str, overrides: list[str], tmp_dir: Path, raw_source: str = RAW_SOURCE) -> str:
+    """The one-line message of the :class:`~eagrl.errors.EAGRLError` that :func:`run_stage` raises (the command
+    prints it as ``eagrl-<stage>: error: <message>`` and exits 2)."""
+    from eagrl.errors import EAGRLError
+
+    with pytest.raises(EAGRLError) as error:
+        run_stage(stage, overrides, tmp_dir, raw_source)
+    message = str(error.value)
+    assert "\n" not in message, message
+    return message
+
+
 def run_cli(stage: str, overrides: list[str], tmp_dir: Path, **kwargs) -> subprocess.CompletedProcess:
     """Run ``eagrl-<stage>`` in a subprocess with outputs under ``tmp_dir``."""
     command, env = cli_command(stage, overrides, tmp_dir, kwargs.pop("raw_source", RAW_SOURCE))

@@ -13,8 +13,7 @@ from eagrl.data.cohort import SPLITS, prepare_cohort
 from eagrl.data.csv_cohort import export_csv_cohort
 from eagrl.data.datamodule import EHRDataModule
 from eagrl.errors import ConfigError, DataError
-from tests.cli.test_data_cli import assert_one_line_error
-from tests.conftest import RAW_SOURCE, compose_config, run_cli
+from tests.conftest import RAW_SOURCE, compose_config, user_error
 
 #: dataset settings that must match TJH's for the same cohort and prompts
 SHARED_KEYS = ("labels", "split", "time_unit", "time_description", "context", "drop_empty_visits", "min_visits")
@@ -69,12 +68,12 @@ def test_missing_column_names_file_and_column(exported, tmp_path):
         prepare(tmp_path, folder)
 
 
-def test_missing_column_is_a_one_line_cli_error(exported, tmp_path):
+def test_missing_column_is_a_one_line_error(exported, tmp_path):
     """A missing key column stops the run; a missing feature column is a feature never measured
     (tests/data/test_external_cohort.py)."""
     folder = write(tmp_path, exported, static=exported["static"].drop(columns="patient_id"))
-    result = run_cli("data", ["dataset=csv", f"dataset.cohort_dir={folder}", "logger=none"], tmp_path)
-    assert_one_line_error(result, "static.csv: missing column 'patient_id'")
+    message = user_error("data", ["dataset=csv", f"dataset.cohort_dir={folder}", "logger=none"], tmp_path)
+    assert "static.csv: missing column 'patient_id'" in message
 
 
 def test_label_must_be_binary(exported, tmp_path):

@@ -16,8 +16,7 @@ from eagrl.data.cohort import prepare_cohort
 from eagrl.data.features import FeatureTable
 from eagrl.data.physionet2012 import load_physionet2012
 from eagrl.errors import DataError
-from tests.cli.test_data_cli import assert_one_line_error
-from tests.conftest import compose_config, run_cli
+from tests.conftest import compose_config, user_error
 
 FEATURES = FeatureTable.load("physionet2012_features.csv")
 #: record id -> (set, died); records 1-6 in set a, 7-10 in set b
@@ -152,8 +151,8 @@ def test_conflicting_outcomes_end_in_one_line(tmp_path):
     table = pd.read_csv(folder / "Outcomes-a.txt", dtype=str)
     table.loc[len(table)] = ["3", "10", str(1 - RECORDS["3"][1])]
     table.to_csv(folder / "Outcomes-a.txt", index=False)
-    result = run_cli("data", [*dataset_overrides(folder), "logger=none", "show_prompt=false"], tmp_path)
-    assert_one_line_error(result, "RecordID 3 has two different outcomes")
+    message = user_error("data", [*dataset_overrides(folder), "logger=none", "show_prompt=false"], tmp_path)
+    assert "RecordID 3 has two different outcomes" in message
 
 
 def test_times_past_99_hours_bin_and_a_malformed_time_is_named(tmp_path):
