@@ -19,7 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from eagrl.errors import ConfigError
-from eagrl.policy.backbone import adapter_info, check_trained_prompt
+from eagrl.policy.backbone import adapter_digest, adapter_info, check_trained_prompt
 from eagrl.stages.runtime import prepared_datamodule, start
 from eagrl.utils.artifacts import StageArtifact, report
 
@@ -40,8 +40,12 @@ def method_name(cfg: DictConfig) -> str:
 
 
 def artifact(cfg: DictConfig) -> StageArtifact:
-    """Where this config's predictions live."""
-    return StageArtifact.of(cfg, "evaluate", cfg.backbone.name, method_name(cfg), name=f"{cfg.split}-{{hash}}")
+    """Where this config's predictions live (an adapter's weights enter the hash: answers of an adapter retrained in
+    place are not reused)."""
+    inputs = {"adapter": adapter_digest(cfg.adapter)} if cfg.adapter else None
+    return StageArtifact.of(
+        cfg, "evaluate", cfg.backbone.name, method_name(cfg), name=f"{cfg.split}-{{hash}}", inputs=inputs
+    )
 
 
 def read_answers(path: Path) -> dict[str, dict]:

@@ -30,7 +30,7 @@ from eagrl.evaluation.plots import training_curves
 from eagrl.evaluation.validation import COLUMNS as VALIDATION_COLUMNS
 from eagrl.evaluation.validation import REWARD_COLUMNS
 from eagrl.experts.salient import check_patients, expert_importance
-from eagrl.policy.backbone import ADAPTER_INFO, check_trained_prompt, write_adapter_info
+from eagrl.policy.backbone import ADAPTER_INFO, adapter_digest, check_trained_prompt, write_adapter_info
 from eagrl.rl.rollout import build_prompts
 from eagrl.stages.runtime import loggers, prepared_datamodule, start
 from eagrl.utils.artifacts import StageArtifact, file_digest, find_artifact, report, stage_root
@@ -81,7 +81,7 @@ def run(cfg: DictConfig) -> dict:
     importance_path, importance = expert_importance(cfg)
     inputs = {"expert_importance": file_digest(importance_path)}
     if initial is not None:
-        inputs["init_adapter"] = file_digest(initial / "adapter_model.safetensors")
+        inputs["init_adapter"] = adapter_digest(initial)
     stage = StageArtifact.of(
         cfg, "rl", cfg.backbone.name, name=f"{cfg.rl.name}-{cfg.ablation_name}-{{hash}}", inputs=inputs
     )
