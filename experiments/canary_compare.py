@@ -31,6 +31,7 @@ from safetensors.numpy import load_file
 
 from eagrl.evaluation.metrics import metric_of, paired_difference, point_metrics
 from eagrl.experts.salient import salient_features
+from eagrl.policy.backbone import ADAPTER_WEIGHTS
 from eagrl.policy.parsing import READ_STATUSES
 from eagrl.rewards import jaccard
 
@@ -128,7 +129,7 @@ def rl_summary(run: Path, prefix: str, seed: int) -> dict | None:
 
 def adapter_difference(first: Path, second: Path) -> float:
     """Largest absolute difference between two saved adapters' weights."""
-    a, b = (load_file(folder / "adapter_model.safetensors") for folder in (first, second))
+    a, b = (load_file(folder / ADAPTER_WEIGHTS) for folder in (first, second))
     return float(max(np.abs(a[name] - b[name]).max() for name in a))
 
 

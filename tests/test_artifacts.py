@@ -7,9 +7,18 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from eagrl.errors import ArtifactError
-from eagrl.utils.artifacts import config_hash, find_artifact, finished_metrics, resumable, seal
+from eagrl.utils.artifacts import (
+    _path_roots,
+    _portable,
+    config_hash,
+    find_artifact,
+    finished_metrics,
+    resumable,
+    seal,
+)
 from tests.conftest import compose_config
 
 
@@ -32,10 +41,21 @@ def test_config_hash_is_the_same_wherever_the_project_lives(tmp_path, monkeypatc
     one, two = tmp_path / "one", tmp_path / "two"
     base = hashed(one, f"{one}/artifacts/sft/smollm2_135m/label_only-1")
     assert hashed(two, f"{two}/artifacts/sft/smollm2_135m/label_only-1") == base
-    one.mkdir()
+    (one / "artifacts" / "sft" / "smollm2_135m" / "label_only-1").mkdir(parents=True)
     monkeypatch.chdir(one)
     assert hashed(".", "./artifacts/sft/smollm2_135m/label_only-1") == base
+    assert hashed(".", "artifacts/sft/smollm2_135m/label_only-1") == base  # plain relative, as the docs write it
     assert hashed(one, f"{one}/artifacts/sft/smollm2_135m/label_only-2") != base
+
+
+def test_only_path_strings_are_written_against_a_root(tmp_path, monkeypatch):
+    """Units, URLs and metric names stay as written; a path under nested roots is written against the deepest."""
+    monkeypatch.chdir(tmp_path)
+    roots = _path_roots(OmegaConf.create({"paths": {"artifact_dir": str(tmp_path), "model_dir": f"{tmp_path}/models"}}))
+    for text in ("U/L", "10^9/L", "https://example.org/a/b", "val/auprc", "</Final answer>", "/no\x00path"):
+        assert _portable(text, roots) == text
+    assert _portable(f"{tmp_path}/models/smollm2", roots) == "${paths.model_dir}/smollm2"
+    assert _portable(f"{tmp_path}/sft/x", roots) == "${paths.artifact_dir}/sft/x"
 
 
 def _sealed(tmp_path):

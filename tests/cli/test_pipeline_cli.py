@@ -72,6 +72,12 @@ def test_pipeline_without_the_search_trains_stage_one_on_its_experts_features(tm
     ("override", "message"),
     [("stages=[expert,search]", "unknown stage 'search'"), ("evaluate_adapters=[mcts]", "unknown adapter 'mcts'")],
 )
-def test_pipeline_refuses_an_unknown_stage_or_adapter_before_running_anything(tmp_path, override, message):
+def test_pipeline_refuses_an_unknown_stage_or_adapter(tmp_path, override, message):
     assert message in user_error("pipeline", [*PIPELINE, override], tmp_path)
+
+
+def test_a_user_error_ends_the_pipeline_in_one_line_before_running_anything(tmp_path):
+    result = run_cli("pipeline", [*PIPELINE, "stages=[expert,search]"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown stage 'search'" in result.stderr
     assert not (tmp_path / "artifacts").exists() or not list((tmp_path / "artifacts").rglob("metrics.json"))

@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 
 #: metadata an adapter's training stage writes beside it (:func:`write_adapter_info`)
 ADAPTER_INFO = "eagrl_adapter.json"
-#: the weights file of a saved LoRA adapter (peft's name)
+#: the weights file of a saved LoRA adapter (peft's name; what eagrl-sft and eagrl-rl write)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: the weights file of an adapter saved without safetensors (older peft, ``safe_serialization=False``)
+ADAPTER_WEIGHTS_PICKLE = "adapter_model.bin"
 #: ChatML, the template of SmolLM2 and Qwen2.5; used by the tiny test tokenizer
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -185,26 +187,28 @@ def attach_lora(model: PreTrainedModel, lora_cfg: Mapping):
     return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **settings))
 
 
-def adapter_folder(adapter_dir: str | Path) -> Path:
-    """``adapter_dir`` as a folder holding a saved LoRA adapter; a one-line error when it is not one."""
+def adapter_weights(adapter_dir: str | Path) -> Path:
+    """The weights file of the LoRA adapter saved in ``adapter_dir``; a one-line error when it holds none."""
     folder = Path(adapter_dir).expanduser()
-    for name in ("adapter_config.json", ADAPTER_WEIGHTS):
-        if not (folder / name).is_file():
-            raise DataError(f"adapter: {folder} holds no {name} (a folder saved by eagrl-sft or eagrl-rl)")
-    return folder
+    if not (folder / "adapter_config.json").is_file():
+        raise DataError(f"adapter: {folder} holds no adapter_config.json (a folder saved by eagrl-sft or eagrl-rl)")
+    for name in (ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_PICKLE):
+        if (folder / name).is_file():
+            return folder / name
+    raise DataError(f"adapter: {folder} holds no {ADAPTER_WEIGHTS} (nor {ADAPTER_WEIGHTS_PICKLE}): no weights")
 
 
 def adapter_digest(adapter_dir: str | Path) -> str:
     """sha256 of the adapter's weights: a stage that reads an adapter hashes it with its config, so retraining the
     adapter in place (``overwrite=true``) redoes what was computed from the old one."""
-    return file_digest(adapter_folder(adapter_dir) / ADAPTER_WEIGHTS)
+    return file_digest(adapter_weights(adapter_dir))
 
 
 def load_adapter(model: PreTrainedModel, adapter_dir: str | Path, trainable: bool = False):
     """Load a saved LoRA adapter onto ``model``; raises a one-line error when the folder is not an adapter."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, adapter_folder(adapter_dir), is_trainable=trainable)
+    return PeftModel.from_pretrained(model, adapter_weights(adapter_dir).parent, is_trainable=trainable)
 
 
 def write_adapter_info(target: Path, cfg, method: str, **extra) -> None:

@@ -63,26 +63,40 @@ def config_hash(
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
 
 
-#: the ``paths`` keys a config value may point into, most specific first (``root_dir`` holds the others)
+#: the ``paths`` keys a config value may point into (a path under several is written against the deepest)
 PATH_ROOTS = ("artifact_dir", "model_dir", "data_dir", "log_dir", "root_dir")
 
 
 def _path_roots(cfg: DictConfig) -> list[tuple[str, Path]]:
-    """``(key, absolute folder)`` of every :data:`PATH_ROOTS` entry ``cfg.paths`` sets."""
+    """``(key, absolute folder)`` of every :data:`PATH_ROOTS` entry ``cfg.paths`` sets, deepest folder first."""
     paths = cfg.get("paths") or {}
-    return [(key, Path(str(paths[key])).resolve()) for key in PATH_ROOTS if paths.get(key) is not None]
+    roots = [(key, Path(str(paths[key])).expanduser().resolve()) for key in PATH_ROOTS if paths.get(key) is not None]
+    return sorted(roots, key=lambda root: len(root[1].parts), reverse=True)
+
+
+def _as_path(text: str) -> Path | None:
+    """``text`` as an absolute path when it is written as one: absolute, ``~``, ``./`` or ``../``, or relative to the
+    current directory and existing there (``artifacts/sft/...``); None for any other string (a unit such as ``U/L``,
+    a URL, prompt text)."""
+    if "/" not in text or "\x00" in text:
+        return None
+    explicit = text.startswith(("/", "~", "./", "../"))
+    try:
+        path = Path(text).expanduser()
+        return path.resolve() if explicit or path.exists() else None
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a name the file system refuses
+        return None
 
 
 def _portable(node, roots: list[tuple[str, Path]]):
-    """``node`` with every absolute or ``./``-relative path string under a path root written as
-    ``${paths.<key>}/<relative>``: an artifact's hash is the same whichever folder the project lives in
-    (``EAGRL_ROOT``, a clone elsewhere, a cluster mount) and whether a path was given absolute or relative."""
+    """``node`` with every path string under a path root written as ``${paths.<key>}/<relative>`` (the deepest
+    root's): an artifact's hash is the same whichever folder the project lives in (``EAGRL_ROOT``, a clone elsewhere,
+    a cluster mount) and however a path was written (absolute, ``./``-relative or relative)."""
     if isinstance(node, dict):
         return {key: _portable(value, roots) for key, value in node.items()}
     if isinstance(node, list):
         return [_portable(value, roots) for value in node]
-    if isinstance(node, str) and node.startswith(("/", "./", "../")):
-        absolute = Path(node).resolve()
+    if isinstance(node, str) and roots and (absolute := _as_path(node)) is not None:
         for key, root in roots:
             if absolute.is_relative_to(root):
                 return f"${{paths.{key}}}/{absolute.relative_to(root).as_posix()}"
