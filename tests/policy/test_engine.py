@@ -152,3 +152,21 @@ def test_next_token_probabilities_match_the_model(tiny_backbone):
         with torch.no_grad():
             expected = model(torch.tensor([ids])).logits[0, -1].float().softmax(-1)[tokens]
         torch.testing.assert_close(row, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_watched_logits_are_the_model_logits_at_each_step(tiny_backbone):
+    """Every decoding step records the watched tokens' logits and the vocabulary's logsumexp, as a teacher-forced
+    forward pass over the prompt and the answer so far computes them (left-padded batch, one EOS-free answer)."""
+    model, tokenizer = tiny_backbone
+    watch = [5, 17, 40]
+    engine = GenerationEngine(model, tokenizer, batch_size=4, progress=False)
+    prompts = _encode(engine, (5, 40, 17))
+    answers = engine.generate(prompts, SamplingConfig(max_new_tokens=6), watch=watch)
+    for ids, (answer,) in zip(prompts, answers, strict=True):
+        assert answer.watched.shape == (len(answer.token_ids) + (answer.eos_id is not None), len(watch) + 1)
+        for step, row in enumerate(answer.watched):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids + answer.token_ids[:step]])).logits[0, -1].float()
+            torch.testing.assert_close(row[:-1], logits[watch], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(row[-1], logits.logsumexp(dim=-1), atol=1e-4, rtol=1e-4)
+    assert all(answer.watched is None for (answer,) in engine.generate(prompts, SamplingConfig(max_new_tokens=2)))

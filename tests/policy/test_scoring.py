@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ import torch
 
 from eagrl.errors import ConfigError
 from eagrl.policy.engine import EngineStats, Generation, GenerationEngine, SamplingConfig
-from eagrl.policy.scoring import answer_context, check_score, digit_token_ids, score_answers
+from eagrl.policy.scoring import answer_context, check_score, digit_token_ids, generated_digits, score_answers
 from tests.conftest import compose_config
 from tests.policy.conftest import tiny
 
@@ -187,5 +188,33 @@ def test_eagrl_evaluate_with_each_score(evaluate_dir, method):
         assert metrics["scoring"].items() >= {"samples": 12, "samples_failed": 12, "fallbacks": 6}.items()
     else:  # the digit probabilities still rank the patients
         assert predictions["probability"].nunique() == 6 and metrics["scoring"]["appended"] == 6
+        # no answer wrote its own `<Final answer> 0.`: each was saved without digits, and the pass scored it
+        saved = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+        assert [row["answer_digits"] for row in saved] == [None] * 6 and "answer_digits" not in predictions
+        assert (predictions["digits_from"] == "pass").all() and metrics["scoring"]["digits_from_generation"] == 0
         assert metrics["val"]["auroc"]["mean"] != pytest.approx(0.5)
     assert metrics["parsing"]["parse_failure_rate"] == 1.0
+
+
+def test_token_expectation_reads_a_greedy_answer_s_own_digits(scripted_backbone):
+    """An answer that wrote ``<Final answer> 0.7`` carries p₁ and p₂ in its decoding steps: the score read off them
+    equals the pass's; an answer whose tokens are not what the pass feeds (here: its text cut short) is left to the
+    pass."""
+    model, tokenizer, prompt_ids = scripted_backbone
+    engine = _engine(model, tokenizer, batch_size=2)
+    digits = digit_token_ids(tokenizer)
+    sampling = SamplingConfig(max_new_tokens=80, stop_strings=("</Final answer>",))
+    ((answer,),) = engine.generate([prompt_ids], sampling, watch=digits)
+    assert "<Final answer> 0.7" in answer.text
+    read = generated_digits(tokenizer, answer, digits)
+    assert read is not None and max(range(10), key=read.first.__getitem__) == 7 and 0 < read.mass <= 1
+    cut = replace(answer, text=answer.text[: answer.text.index("<Final answer>")])
+    assert generated_digits(tokenizer, cut, digits) is None
+    assert generated_digits(tokenizer, replace(answer, watched=None), digits) is None
+    prompts, texts = [prompt_ids, prompt_ids], [answer.text, answer.text]
+    passed, by_pass = score_answers(engine, prompts, texts, method="token_expectation")
+    read_off, by_generation = score_answers(engine, prompts, texts, method="token_expectation", generated=[read, None])
+    np.testing.assert_allclose(read_off, passed, atol=1e-5)
+    np.testing.assert_allclose(by_generation.columns["digit_mass"], by_pass.columns["digit_mass"], atol=1e-5)
+    assert by_generation.columns["digits_from"] == ["generation", "pass"]
+    assert by_generation.counts["digits_from_generation"] == 1 and by_pass.counts["digits_from_generation"] == 0

@@ -23,7 +23,7 @@ import torch
 from eagrl.evaluation.metrics import point_metrics
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
 from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
-from eagrl.policy.scoring import score_answers
+from eagrl.policy.scoring import digit_token_ids, generated_digits, score_answers
 from eagrl.rewards.functions import RewardTerms
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,11 @@ def validate_policy(
     """
     started = time.perf_counter()
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop_strings=("</Final answer>",))
-    texts = [answer[0].text for answer in engine.generate(prompt_ids, sampling)]
-    probabilities, _ = score_answers(engine, prompt_ids, texts, method=method)
+    watch = digit_token_ids(engine.tokenizer) if method == "token_expectation" else []
+    answers = [answer[0] for answer in engine.generate(prompt_ids, sampling, watch=watch)]
+    texts = [answer.text for answer in answers]
+    generated = [generated_digits(engine.tokenizer, answer, watch) for answer in answers] if watch else None
+    probabilities, _ = score_answers(engine, prompt_ids, texts, method=method, generated=generated)
     scores = point_metrics(np.asarray(labels), probabilities)
     parsed = [parse_answer(text, vocabulary) for text in texts]
     row = {

@@ -73,6 +73,10 @@ class Generation:
         prompt_tokens: length of the prompt in tokens.
         finish_reason: ``stop`` (a stop string), ``eos`` or ``length`` (token budget).
         eos_id: the end-of-sequence token that ended the answer (not in ``token_ids``), for ``finish_reason`` eos.
+        watched: with ``generate(watch=...)``: ``(steps, len(watch) + 1)`` float32, one row per decoding step (the
+            step that chose ``token_ids[j]`` is row ``j``; a step that chose EOS adds a last row): the logits of
+            the watched tokens, then the log of the softmax normaliser over the vocabulary (logsumexp), both read
+            before any guided-decoding mask. So ``exp(row[:-1] - row[-1])`` are the watched tokens' probabilities.
     """
 
     text: str
@@ -80,6 +84,7 @@ class Generation:
     prompt_tokens: int
     finish_reason: str
     eos_id: int | None = None
+    watched: torch.Tensor | None = None
 
 
 @dataclass
@@ -262,6 +267,7 @@ class GenerationEngine:
         keys: Sequence[str] | None = None,
         on_batch: Callable[[list[int], list[list[Generation]]], None] | None = None,
         grammars: Sequence[str | None] | None = None,
+        watch: Sequence[int] = (),
     ) -> list[list[Generation]]:
         """Generate ``num_samples`` answers per prompt.
 
@@ -274,6 +280,8 @@ class GenerationEngine:
             grammars: a Lark grammar per prompt that its answers must follow (:mod:`eagrl.policy.guided`; None =
                 free), e.g. :func:`~eagrl.policy.guided.feature_list_grammar`; an answer is complete (``stop``)
                 once its grammar is.
+            watch: token ids whose logits every step records in :attr:`Generation.watched` (e.g. the digits, so a
+                token-expectation score reads the answer's digit distributions off its own decoding).
 
         Returns:
             ``answers[i][s]`` = sample ``s`` for prompt ``i``.
@@ -297,6 +305,7 @@ class GenerationEngine:
                 sampling,
                 num_samples,
                 [grammars[i] for i in batch],
+                list(watch),
             )
             for index, result in zip(batch, results, strict=True):
                 answers[index] = result
@@ -394,6 +403,7 @@ class GenerationEngine:
         sampling: SamplingConfig,
         num_samples: int,
         grammars: list[str | None],
+        watch: list[int],
     ) -> list[list[Generation]]:
         started = time.perf_counter()
         cache, logits, lengths = self._prefill(prompts, num_samples, sampling.max_new_tokens)
@@ -411,6 +421,7 @@ class GenerationEngine:
             self.guide.matcher(grammar) if grammar else None for grammar in grammars for _ in range(num_samples)
         ]
         tokens: list[list[int]] = [[] for _ in range(rows)]
+        watched: list[list[torch.Tensor]] = [[] for _ in range(rows)]
         finish: list[str | None] = [None] * rows
         eos: list[int | None] = [None] * rows
         active = list(range(rows))  # row index (into tokens/finish) of each live cache row
@@ -420,6 +431,10 @@ class GenerationEngine:
         positions = torch.tensor(lengths, dtype=torch.long)
         stop_window = self._stop_window(sampling.stop_strings)
         for step in range(sampling.max_new_tokens):
+            if watch:
+                read = torch.cat([logits[:, watch], logits.logsumexp(dim=-1, keepdim=True)], dim=-1)
+                for slot, row in enumerate(active):
+                    watched[row].append(read[slot])
             if self.guide is not None:
                 self.guide.mask_(logits, [matchers[row] for row in active])
             next_tokens = _sample_next(logits, sampling, [generators[row] for row in active])
@@ -458,6 +473,8 @@ class GenerationEngine:
         for row in range(rows):
             generation = self._finish(tokens[row], lengths[row], finish[row] or "length", sampling.stop_strings)
             generation.eos_id = eos[row]
+            if watch:
+                generation.watched = torch.stack(watched[row]) if watched[row] else torch.zeros(0, len(watch) + 1)
             self.stats.generated_tokens += len(tokens[row])
             self.stats.finish_reasons[generation.finish_reason] = (
                 self.stats.finish_reasons.get(generation.finish_reason, 0) + 1

@@ -18,7 +18,10 @@ whatever it learned), so AUROC cannot see what it learned. Three scores:
   continuations instead of one). It takes one forward pass per batch of patients (:func:`digit_distributions`)
   and one more token on its key/value cache. The tokenizer must spell each digit as its own token after ``0.``
   (SmolLM2, Qwen2.5 and the test byte tokenizer do; Llama-3 groups digits and is refused by
-  :func:`digit_token_ids`).
+  :func:`digit_token_ids`). An answer generated with ``watch=digit_token_ids(tokenizer)`` that already wrote
+  ``<Final answer> 0.`` and then p₁'s most likely digit, in the tokens the pass would feed, carries p₁ and p₂ in
+  its own decoding steps (:func:`generated_digits`): those patients skip the pass (the same numbers up to float
+  rounding; a greedy answer of a trained policy nearly always qualifies).
 
     probabilities, details = score_answers(engine, prompt_ids, answers, **cfg.score, sampling=sampling)
 
@@ -33,6 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,7 +45,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache
 
 from eagrl.errors import ConfigError
-from eagrl.policy.engine import GenerationEngine, SamplingConfig
+from eagrl.policy.engine import Generation, GenerationEngine, SamplingConfig
 from eagrl.policy.parsing import FINAL_ANSWER, parse_answer
 
 #: the score names (``score.method``)
@@ -69,6 +73,20 @@ class ScoreDetails:
     counts: dict[str, float]
 
 
+class AnswerDigits(NamedTuple):
+    """The token-expectation inputs of one answer (a JSON list when saved with it).
+
+    Attributes:
+        first: p₁, the 10 digit probabilities after ``<Final answer> 0.`` (renormalised over the digits).
+        second: p₂, the same one token later, after p₁'s most likely digit.
+        mass: the probability p₁'s digits had before renormalising.
+    """
+
+    first: list[float]
+    second: list[float]
+    mass: float
+
+
 def check_score(method: str, samples: int, temperature: float) -> None:
     """Refuse an unknown method or sampling settings that cannot give a mean (one-line ConfigError)."""
     if method not in METHODS:
@@ -90,6 +108,7 @@ def score_answers(
     keys: Sequence[str] | None = None,
     fallback: float = 0.5,
     grammars: Sequence[str | None] | None = None,
+    generated: Sequence[AnswerDigits | None] | None = None,
 ) -> tuple[np.ndarray, ScoreDetails]:
     """ŷ per patient by ``method``.
 
@@ -104,6 +123,8 @@ def score_answers(
         fallback: ŷ of a patient whose score cannot be read (METHOD §1: 0.5).
         grammars: a grammar per patient that ``sample_mean``'s answers follow, as the answers did
             (:mod:`eagrl.policy.guided`; None = free).
+        generated: per answer, ``token_expectation``'s p₁ and p₂ read off its generation (:func:`generated_digits`;
+            None = computed by the pass).
 
     Returns:
         ``(probabilities (patients,) float64 in [0, 1], details)``.
@@ -120,7 +141,7 @@ def score_answers(
         sampled = replace(sampling or SamplingConfig(), temperature=temperature)
         probabilities, details = _sample_mean(engine, prompt_ids, sampled, samples, keys, fallback, grammars)
     else:
-        probabilities, details = _token_expectation(engine, prompt_ids, answers)
+        probabilities, details = _token_expectation(engine, prompt_ids, answers, generated)
     details.counts["seconds"] = time.perf_counter() - started
     return np.asarray(probabilities, dtype=np.float64), details
 
@@ -191,21 +212,54 @@ def digit_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return ids
 
 
+def forced_context_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> tuple[list[int], str]:
+    """Token ids the token-expectation pass feeds after the prompt (the answer cut by :func:`answer_context`, then
+    `` 0.``), and how the answer was cut."""
+    context, how = answer_context(answer)
+    return tokenizer(context + FORCED, add_special_tokens=False)["input_ids"], how
+
+
+def generated_digits(
+    tokenizer: PreTrainedTokenizerBase, generation: Generation, digits: Sequence[int]
+) -> AnswerDigits | None:
+    """p₁ and p₂ read off a generation recorded with ``watch=digits``, when they are what the token-expectation pass
+    would compute: the answer's tokens begin with exactly the ids the pass feeds (its own ``<Final answer> 0.``),
+    go on with p₁'s most likely digit, and decoding ran one step further. None otherwise (the pass scores it)."""
+    if generation.watched is None:
+        return None
+    forced, how = forced_context_ids(tokenizer, generation.text)
+    at = len(forced)
+    if how != "tag" or generation.token_ids[:at] != forced or len(generation.watched) < at + 2:
+        return None
+    first_row, second_row = generation.watched[at], generation.watched[at + 1]
+    first = first_row[:-1].softmax(dim=-1)
+    if generation.token_ids[at] != digits[int(first.argmax())]:
+        return None
+    mass = float((first_row[:-1] - first_row[-1]).exp().sum())
+    return AnswerDigits(first.tolist(), second_row[:-1].softmax(dim=-1).tolist(), mass)
+
+
 def _token_expectation(
-    engine: GenerationEngine, prompt_ids: Sequence[Sequence[int]], answers: Sequence[str]
+    engine: GenerationEngine,
+    prompt_ids: Sequence[Sequence[int]],
+    answers: Sequence[str],
+    generated: Sequence[AnswerDigits | None] | None,
 ) -> tuple[list[float], ScoreDetails]:
-    """E[0.dd] per patient, in length-sorted batches of ``engine.batch_size``."""
+    """E[0.dd] per patient: p₁ and p₂ from ``generated`` where given, else from a pass in length-sorted batches of
+    ``engine.batch_size``."""
     tokenizer = engine.tokenizer
     digits = digit_token_ids(tokenizer)
-    contexts = [answer_context(text) for text in answers]
-    sequences = [
-        list(prompt) + tokenizer(context + FORCED, add_special_tokens=False)["input_ids"]
-        for prompt, (context, _) in zip(prompt_ids, contexts, strict=True)
-    ]
+    generated = list(generated) if generated is not None else [None] * len(answers)
+    contexts = [forced_context_ids(tokenizer, text) for text in answers]
+    sequences = [list(prompt) + forced for prompt, (forced, _) in zip(prompt_ids, contexts, strict=True)]
     first = torch.zeros(len(sequences), 10)
     second = torch.zeros(len(sequences), 10)
     mass = torch.zeros(len(sequences))
-    order = sorted(range(len(sequences)), key=lambda index: -len(sequences[index]))
+    for index, read in enumerate(generated):
+        if read is not None:
+            first[index], second[index], mass[index] = torch.tensor(read.first), torch.tensor(read.second), read.mass
+    pending = [index for index, read in enumerate(generated) if read is None]
+    order = sorted(pending, key=lambda index: -len(sequences[index]))
     bar = tqdm(total=len(order), desc="token expectation", unit="patient", disable=not engine.progress)
     for start in range(0, len(order), engine.batch_size):
         batch = order[start : start + engine.batch_size]
@@ -218,11 +272,13 @@ def _token_expectation(
     expected = first @ values / 10 + second @ values / 100
     columns = {
         "answer_context": [how for _, how in contexts],
+        "digits_from": ["pass" if read is None else "generation" for read in generated],
         "first_digit_probabilities": first.tolist(),
         "expected_second_digit": (second @ values).tolist(),
         "digit_mass": mass.tolist(),
     }
     counts: dict[str, float] = {"fallbacks": 0, **Counter(how for _, how in contexts)}
+    counts["digits_from_generation"] = len(answers) - len(pending)
     counts["mean_digit_mass"] = float(mass.mean()) if len(mass) else float("nan")
     return expected.tolist(), ScoreDetails("token_expectation", columns, counts)
 

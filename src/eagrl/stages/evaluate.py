@@ -2,9 +2,11 @@
 
 Artifacts go to ``<paths.artifact_dir>/evaluate/<dataset>/<task>/<backbone>/<method>/<split>-<config hash>/``:
 ``answers.jsonl`` (raw generations, appended per batch: a killed run resumes without redoing answered
-patients), ``predictions.parquet`` (patient id, label, ŷ by the configured ``score``, parse status, declared
-features, the features the prompt showed with a value, raw text), ``metrics.json`` (bootstrap AUROC / AUPRC of
-that ŷ, the ``score`` used, parse-failure rate, tokens/s) and ``roc.png`` / ``pr.png``.
+patients; with ``score.method=token_expectation`` each also keeps the digit distributions its own decoding gave,
+:func:`~eagrl.policy.scoring.generated_digits`, so the score's pass skips it), ``predictions.parquet`` (patient
+id, label, ŷ by the configured ``score``, parse status, declared features, the features the prompt showed with a
+value, raw text), ``metrics.json`` (bootstrap AUROC / AUPRC of that ŷ, the ``score`` used, parse-failure rate,
+tokens/s) and ``roc.png`` / ``pr.png``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from eagrl.utils.artifacts import StageArtifact, report
 log = logging.getLogger(__name__)
 
 ANSWERS = "answers.jsonl"
+#: the key of an answer row holding its :class:`~eagrl.policy.scoring.AnswerDigits` (None: the pass computes them)
+ANSWER_DIGITS = "answer_digits"
 
 
 def method_name(cfg: DictConfig) -> str:
@@ -82,7 +86,7 @@ def run(cfg: DictConfig) -> dict:
     from eagrl.policy.engine import GenerationEngine, SamplingConfig
     from eagrl.policy.guided import answer_grammar
     from eagrl.policy.parsing import FeatureVocabulary, ParseCounter, parse_answer
-    from eagrl.policy.scoring import check_score, score_answers
+    from eagrl.policy.scoring import check_score, digit_token_ids, generated_digits, score_answers
 
     threads = start(cfg, seed=False)
     check_score(**cfg.score)
@@ -117,6 +121,8 @@ def run(cfg: DictConfig) -> dict:
         stop_strings=tuple(cfg.generation.stop_strings),
         seed=cfg.seed,
     )
+    # the digits whose distributions each decoding step records, for token_expectation to read off the answer
+    watch = digit_token_ids(backbone.tokenizer) if cfg.score.method == "token_expectation" else []
 
     def save(batch: list[int], results: list) -> None:
         rows = [
@@ -126,6 +132,7 @@ def run(cfg: DictConfig) -> dict:
                 "generated_tokens": len(result[0].token_ids),
                 "prompt_tokens": result[0].prompt_tokens,
                 "finish_reason": result[0].finish_reason,
+                ANSWER_DIGITS: generated_digits(backbone.tokenizer, result[0], watch) if watch else None,
             }
             for slot, result in zip(batch, results, strict=True)
         ]
@@ -144,6 +151,7 @@ def run(cfg: DictConfig) -> dict:
         keys=[records[index].patient_id for index in pending],
         on_batch=save,
         grammars=[grammars[index] for index in pending] if grammars else None,
+        watch=watch,
     )
     seconds = time.perf_counter() - started
     stats = engine.stats
@@ -157,12 +165,13 @@ def run(cfg: DictConfig) -> dict:
         keys=[record.patient_id for record in records],
         fallback=cfg.parsing.fallback_probability,
         grammars=grammars,
+        generated=[_answer_digits(answers[record.patient_id]) for record in records],
     )
     vocabulary = FeatureVocabulary(datamodule.features)
     counter = ParseCounter()
     rows = []
     for index, record in enumerate(records):
-        answer = answers[record.patient_id]
+        answer = {key: value for key, value in answers[record.patient_id].items() if key != ANSWER_DIGITS}
         parsed = parse_answer(answer["text"], vocabulary)
         counter.add(parsed)
         rows.append(
@@ -225,6 +234,15 @@ def run(cfg: DictConfig) -> dict:
     stage.seal(metrics)
     _finish(metrics, target, cfg)
     return metrics
+
+
+def _answer_digits(answer: dict):
+    """The :class:`~eagrl.policy.scoring.AnswerDigits` saved with an answer, or None (not recorded, or not readable
+    off the answer)."""
+    from eagrl.policy.scoring import AnswerDigits
+
+    saved = answer.get(ANSWER_DIGITS)
+    return AnswerDigits(*saved) if saved else None
 
 
 def _external_cohort(cfg: DictConfig, datamodule, patients: int) -> dict:
