@@ -25,9 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from eagrl.cli.entry import CONFIG_DIR
+from eagrl.cli.entry import compose_entry
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.policy.attention import EAGRL_SDPA
 from eagrl.policy.backbone import load_backbone
@@ -80,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", type=Path, help="write the table into this markdown file (section 'generation')")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the evaluate config")
     args = parser.parse_args(argv)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[*DEFAULT_OVERRIDES, *args.overrides, "paths.output_dir=."])
+    cfg = compose_entry("evaluate", [*DEFAULT_OVERRIDES, *args.overrides])
     datamodule = prepared_datamodule(cfg)
     prompts = datamodule.prompts("test", cfg.task, cfg.prompt)
     backbone = load_backbone(cfg.backbone)

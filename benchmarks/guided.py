@@ -29,9 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from eagrl.cli.entry import CONFIG_DIR
+from eagrl.cli.entry import compose_entry, with_default_experiment
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.mcts.search import clean
 from eagrl.policy.backbone import load_backbone
@@ -41,7 +40,7 @@ from eagrl.policy.parsing import FeatureVocabulary, parse_answer
 from eagrl.stages.runtime import prepared_datamodule
 
 #: the Stage-1 record's prompts and backbone unless another experiment is given
-DEFAULT_OVERRIDES = ["experiment=stage1_tjh_smollm2"]
+DEFAULT_EXPERIMENT = "stage1_tjh_smollm2"
 RUNNERS = ("free", "guided")
 
 
@@ -102,10 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", type=Path, help="write the table into this markdown file (section 'guided')")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the mcts config")
     args = parser.parse_args(argv)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        chosen = any(override.startswith("experiment=") for override in args.overrides)
-        overrides = [*([] if chosen else DEFAULT_OVERRIDES), *args.overrides, "paths.output_dir=."]
-        cfg = compose("mcts", overrides=overrides)
+    overrides = with_default_experiment(args.overrides, DEFAULT_EXPERIMENT)
+    cfg = compose_entry("mcts", overrides)
     torch.set_num_threads(cfg.num_threads or torch.get_num_threads())
     datamodule = prepared_datamodule(cfg)
     _, prompts = datamodule.patients("train", cfg.task, cfg.prompt, args.patients)
@@ -163,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Command: `python benchmarks/guided.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
         f"Machine: {machine()}, {torch.get_num_threads()} threads; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; "
         f"backbone {cfg.backbone.name} in {str(backbone.model.dtype).removeprefix('torch.')}; "
-        f"{args.patients} TJH training patients ({' '.join(overrides[:-1])}), "
+        f"{args.patients} TJH training patients ({' '.join(overrides)}), "
         f"mean {statistics.mean(map(len, encoded)):.0f} prompt tokens (prefix-cached), "
         f"mean {statistics.mean(map(len, names)):.1f} names allowed; {search.answer_children} closings per patient, "
         f"temperature {search.temperature}, top-p {search.top_p}, batch {cfg.generation.batch_size}; "

@@ -24,10 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from eagrl.cli.entry import CONFIG_DIR
+from eagrl.cli.entry import compose_entry
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.policy.backbone import attach_lora, load_backbone
 
@@ -36,8 +35,7 @@ VARIANTS = ("activations kept", "gradient checkpointing", "LoRA on the top layer
 
 def measure(args) -> dict:
     """Peak RSS (GB), seconds per pass after the warm-up and the LoRA gradient norm of one variant."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("sft", overrides=[f"backbone={args.backbone}", "paths.output_dir=."])
+    cfg = compose_entry("sft", [f"backbone={args.backbone}"])
     torch.manual_seed(0)
     backbone = load_backbone(cfg.backbone).model
     lora = OmegaConf.to_container(cfg.backbone.lora, resolve=True)

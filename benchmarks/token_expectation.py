@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-from eagrl.cli.entry import CONFIG_DIR
+from eagrl.cli.entry import compose_entry, with_default_experiment
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.policy.backbone import load_adapter, load_backbone
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
@@ -39,7 +38,7 @@ from eagrl.policy.scoring import digit_token_ids, generated_digits, score_answer
 from eagrl.stages.runtime import prepared_datamodule
 
 #: the TJH recipe that learns (features-then-answer prompts) unless another experiment is given
-DEFAULT_OVERRIDES = ["experiment=tjh_expert_label"]
+DEFAULT_EXPERIMENT = "tjh_expert_label"
 RUNNERS = ("pass", "read_off")
 
 
@@ -69,10 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", type=Path, help="write the table into this markdown file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the evaluate config")
     args = parser.parse_intermixed_args(argv)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        chosen = any(override.startswith("experiment=") for override in args.overrides)
-        overrides = [*([] if chosen else DEFAULT_OVERRIDES), *args.overrides, "paths.output_dir=."]
-        cfg = compose("evaluate", overrides=overrides)
+    overrides = with_default_experiment(args.overrides, DEFAULT_EXPERIMENT)
+    cfg = compose_entry("evaluate", overrides)
     torch.set_num_threads(cfg.num_threads or torch.get_num_threads())
     datamodule = prepared_datamodule(cfg)
     _, prompts = datamodule.patients("train", cfg.task, cfg.prompt, args.patients)
@@ -113,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Machine: {machine()}, {torch.get_num_threads()} threads; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; "
         f"backbone {cfg.backbone.name} in {str(backbone.model.dtype).removeprefix('torch.')}"
         f"{f', adapter {Path(args.adapter).name}' if args.adapter else ' (no adapter)'}; "
-        f"{len(prompts)} {cfg.dataset.name} training patients ({' '.join(overrides[:-1])}), "
+        f"{len(prompts)} {cfg.dataset.name} training patients ({' '.join(overrides)}), "
         f"mean {statistics.mean(map(len, prompt_ids)):.0f} prompt tokens; greedy, "
         f"{cfg.generation.max_new_tokens}-token budget, batch {cfg.generation.batch_size}; "
         f"{args.repeats} interleaved repeats (medians).",

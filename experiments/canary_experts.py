@@ -25,10 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
 from sklearn.metrics import roc_auc_score
 
-from eagrl.cli.entry import CONFIG_DIR
+from eagrl.cli.entry import compose_entry
 from eagrl.data.cohort import Cohort, prepare_cohort
 from eagrl.data.synthetic import RISK
 from eagrl.evaluation.aggregate import commit, machine, write_section
@@ -87,8 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every expert run (after --)")
     args = parser.parse_args(argv)
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("expert", overrides=["dataset=synthetic", *args.overrides])
+    cfg = compose_entry("expert", ["dataset=synthetic", *args.overrides])
     cohort = Cohort.load(prepare_cohort(cfg.dataset, cfg.paths.raw_source, cfg.paths.data_dir))
     test = cohort.patients[cohort.patients["split"] == "test"]
     planted = set(cfg.dataset.planted)

@@ -23,14 +23,13 @@ import time
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from eagrl.cli.entry import CONFIG_DIR
+from eagrl.cli.entry import compose_entry
 from eagrl.data.synthetic import RISK
 from eagrl.stages.runtime import prepared_datamodule
 
@@ -72,8 +71,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, nargs="+", default=[6, 12, 18, 24, 30], help="hidden-state layers")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("sft", overrides=["experiment=canary", "sft=label_only", *args.overrides])
+    cfg = compose_entry("sft", ["experiment=canary", "sft=label_only", *args.overrides])
     datamodule = prepared_datamodule(cfg)
     model, tokenizer = instantiate(cfg.backbone.loader, dtype=torch.float32, attn_implementation="eager")
     model.eval()

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from hydra import compose, initialize_config_dir
 
-from eagrl.cli.entry import CONFIG_DIR
+from eagrl.cli.entry import compose_entry
 from eagrl.evaluation.aggregate import commit, machine, write_section
 from eagrl.experts.tabular import MODELS, fit_tabular
 from eagrl.stages.runtime import prepared_datamodule
@@ -32,8 +31,7 @@ def rows(datasets: list[str], seeds: list[int], overrides: list[str]) -> pd.Data
     """One row per dataset, model and seed."""
     results = []
     for dataset in datasets:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("expert", overrides=[f"dataset={dataset}", *overrides])
+        cfg = compose_entry("expert", [f"dataset={dataset}", *overrides])
         datamodule = prepared_datamodule(cfg)
         for name in MODELS:
             for seed in seeds:

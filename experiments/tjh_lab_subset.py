@@ -15,9 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from eagrl.cli.entry import CONFIG_DIR
+from eagrl.cli.entry import compose_entry
 from eagrl.data.cohort import MANIFEST, prepare_cohort
 from eagrl.data.features import FeatureTable
 from eagrl.data.tjh import subset_workbook
@@ -33,8 +31,7 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="the TJH split whose patients are copied")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the eagrl-data config (paths.*)")
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("data", overrides=["dataset=tjh", *args.overrides])
+    cfg = compose_entry("data", ["dataset=tjh", *args.overrides])
     directory = prepare_cohort(cfg.dataset, cfg.paths.raw_source, cfg.paths.data_dir)
     manifest = json.loads((directory / MANIFEST).read_text())
     source = Path(cfg.paths.data_dir) / "raw" / manifest["raw_files"]["xlsx"]["path"]

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from filelock import FileLock
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from eagrl.cli.entry import CONFIG_DIR
+from eagrl.cli.entry import compose_entry
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # make test runs one pytest-xdist worker per core: one torch thread each, in-process and in every command line
@@ -30,17 +29,16 @@ RAW_SOURCE = os.environ.get("EAGRL_RAW_SOURCE", str(REPO.parent / "shared" / "da
 
 def compose_config(config_name: str, overrides: list[str], tmp_dir: Path, raw_source: str = RAW_SOURCE) -> DictConfig:
     """Compose a real entry config with run paths redirected into ``tmp_dir`` (raw files from ``raw_source``)."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(
-            config_name,
-            overrides=[
-                f"paths.raw_source={raw_source}",
-                f"paths.data_dir={tmp_dir / 'data'}",
-                f"paths.log_dir={tmp_dir / 'logs'}",
-                f"paths.output_dir={tmp_dir / 'run'}",
-                *overrides,
-            ],
-        )
+    return compose_entry(
+        config_name,
+        [
+            f"paths.raw_source={raw_source}",
+            f"paths.data_dir={tmp_dir / 'data'}",
+            f"paths.log_dir={tmp_dir / 'logs'}",
+            f"paths.output_dir={tmp_dir / 'run'}",
+            *overrides,
+        ],
+    )
 
 
 def cli_command(stage: str, overrides: list[str], tmp_dir: Path, raw_source: str = RAW_SOURCE):

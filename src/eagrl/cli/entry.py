@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -74,3 +74,19 @@ def console(hydra_main: Callable[[], object]) -> Callable[[], None]:
             sys.exit(USER_ERROR_EXIT)
 
     return script
+
+
+def with_default_experiment(overrides: Sequence[str], experiment: str) -> list[str]:
+    """``overrides`` after ``experiment=<experiment>``, unless they choose an experiment themselves."""
+    chosen = any(override.startswith("experiment=") for override in overrides)
+    return [*([] if chosen else [f"experiment={experiment}"]), *overrides]
+
+
+def compose_entry(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/<name>.yaml`` composed outside a Hydra app (a notebook, a benchmark) with ``overrides``;
+    ``paths.output_dir`` is the current directory unless they set it."""
+    from hydra import compose, initialize_config_dir
+
+    output = [] if any(override.startswith("paths.output_dir=") for override in overrides) else ["paths.output_dir=."]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(name, overrides=[*overrides, *output])

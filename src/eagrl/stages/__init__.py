@@ -3,12 +3,10 @@ the stage's work (or only reports a finished artifact, or resumes a killed one),
 hold the artifact's folder (``artifact_dir``). The ``eagrl-<stage>`` commands (:mod:`eagrl.cli`) only compose the
 config and call them; a notebook or a sweep calls them directly:
 
-    from hydra import compose, initialize_config_dir
-    from eagrl.cli.entry import CONFIG_DIR
+    from eagrl.cli.entry import compose_entry
     from eagrl.stages import expert
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("expert", overrides=["dataset=tjh", "expert=retain", "paths.output_dir=logs/notebook"])
+    cfg = compose_entry("expert", ["dataset=tjh", "expert=retain", "paths.output_dir=logs/notebook"])
     metrics = expert.run(cfg)  # paths.output_dir: where its metrics.json is copied (Hydra sets it in a run)
 
 ``data`` (the cohort cache), ``expert``, ``mcts``, ``sft``, ``rl``, ``evaluate`` and ``pipeline`` (all of them in
