@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 from eagrl.cli.entry import compose_entry
-from eagrl.evaluation.aggregate import commit, machine, write_section
+from eagrl.evaluation.aggregate import provenance, write_section
 from eagrl.policy.attention import EAGRL_SDPA
 from eagrl.policy.backbone import load_backbone
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     per_token = flops_per_token(model, int(mean_context + args.new_tokens / 2))
     lines = [
         f"Command: `python benchmarks/generation.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
-        f"Machine: {machine()}, {torch.get_num_threads()} threads; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; "
+        f"{provenance(torch.get_num_threads())}; "
         f"backbone {cfg.backbone.name} in {str(dtype).removeprefix('torch.')}; greedy, {args.new_tokens} new tokens; "
         f"TJH test prompts with {' '.join(DEFAULT_OVERRIDES + list(args.overrides))}, "
         f"mean {mean_context:.0f} prompt tokens.",

@@ -25,13 +25,12 @@ import argparse
 import statistics
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 from eagrl.cli.entry import compose_entry, with_default_experiment
-from eagrl.evaluation.aggregate import commit, machine, write_section
+from eagrl.evaluation.aggregate import provenance, write_section
 from eagrl.mcts.search import clean
 from eagrl.policy.backbone import load_backbone
 from eagrl.policy.engine import EngineStats, GenerationEngine, PrefixCache, SamplingConfig
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     mask_overhead = guided_total.guide_seconds / (guided_total.seconds - guided_total.guide_seconds)
     lines = [
         f"Command: `python benchmarks/guided.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
-        f"Machine: {machine()}, {torch.get_num_threads()} threads; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; "
+        f"{provenance(torch.get_num_threads())}; "
         f"backbone {cfg.backbone.name} in {str(backbone.model.dtype).removeprefix('torch.')}; "
         f"{args.patients} TJH training patients ({' '.join(overrides)}), "
         f"mean {statistics.mean(map(len, encoded)):.0f} prompt tokens (prefix-cached), "

@@ -18,7 +18,6 @@ import string
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import lightning as L
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from eagrl.evaluation.aggregate import commit, machine, write_section
+from eagrl.evaluation.aggregate import provenance, write_section
 from eagrl.policy.attention import EAGRL_SDPA
 from eagrl.policy.backbone import attach_lora, tiny_random
 from eagrl.rewards import RewardTerms
@@ -153,7 +152,7 @@ def main() -> None:
     command = "python benchmarks/rl_step.py " + " ".join(sys.argv[1:])
     lines = [
         f"Command: `{command.strip()}`  ",
-        f"Machine: {machine()}, {torch.get_num_threads()} threads; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; "
+        f"{provenance(torch.get_num_threads())}; "
         f"tiny_random backbone + LoRA r=4, {args.prompts} prompts × G={args.group}, prompts of {args.prompt_bytes} "
         f"byte tokens, ≤ {args.completion_tokens} answer tokens, one update per step, "
         f"{args.steps - 1} timed steps each.",

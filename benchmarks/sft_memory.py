@@ -20,14 +20,13 @@ import resource
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
 from eagrl.cli.entry import compose_entry
-from eagrl.evaluation.aggregate import commit, machine, write_section
+from eagrl.evaluation.aggregate import provenance, write_section
 from eagrl.policy.backbone import attach_lora, load_backbone
 
 VARIANTS = ("activations kept", "gradient checkpointing", "LoRA on the top layers only")
@@ -93,7 +92,7 @@ def main() -> None:
     command = "python benchmarks/sft_memory.py " + " ".join(sys.argv[1:])
     lines = [
         f"Command: `{command.strip()}`  ",
-        f"Machine: {machine()}, {torch.get_num_threads()} threads; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; "
+        f"{provenance(torch.get_num_threads())}; "
         f"{args.backbone} + the configured LoRA adapter, one {args.tokens}-token example, loss on every token, "
         f"{args.steps - 1} timed forward + backward passes after a warm-up, one process per variant; the third "
         f"adapts the top {args.top_layers} layers only.",

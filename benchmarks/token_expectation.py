@@ -24,14 +24,13 @@ import argparse
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from eagrl.cli.entry import compose_entry, with_default_experiment
-from eagrl.evaluation.aggregate import commit, machine, write_section
+from eagrl.evaluation.aggregate import provenance, write_section
 from eagrl.policy.backbone import load_adapter, load_backbone
 from eagrl.policy.engine import GenerationEngine, SamplingConfig
 from eagrl.policy.scoring import digit_token_ids, generated_digits, score_answers
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     lines = [
         f"Command: `python benchmarks/token_expectation.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
-        f"Machine: {machine()}, {torch.get_num_threads()} threads; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; "
+        f"{provenance(torch.get_num_threads())}; "
         f"backbone {cfg.backbone.name} in {str(backbone.model.dtype).removeprefix('torch.')}"
         f"{f', adapter {Path(args.adapter).name}' if args.adapter else ' (no adapter)'}; "
         f"{len(prompts)} {cfg.dataset.name} training patients ({' '.join(overrides)}), "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eagrl.evaluation.aggregate import commit, machine, write_section
+from eagrl.evaluation.aggregate import provenance, write_section
 from eagrl.evaluation.metrics import bootstrap_metrics
 
 
@@ -76,7 +76,7 @@ def main() -> None:
     content = "\n".join(
         [
             f"Command: `{args.command or 'eagrl-expert artifact=... dataset=...'}`  ",
-            f"Machine: {machine()}; commit {commit()}; {pd.Timestamp.now(tz='UTC'):%Y-%m-%d}.",
+            f"{provenance()}.",
             "",
             table(args.metrics).to_markdown(index=False, disable_numparse=True),
         ]

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
-from eagrl.evaluation.aggregate import commit, machine, write_section
+from eagrl.evaluation.aggregate import provenance, write_section
 
 
 def headline(metrics: dict) -> str:
@@ -44,8 +43,7 @@ def headline(metrics: dict) -> str:
 def render(run_dir: Path) -> str:
     lines = [
         f"Run: `{run_dir}`  ",
-        f"Machine: {machine()}; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}. A stage reused from an earlier run "
-        "takes seconds (its artifact was complete).",
+        f"{provenance()}. A stage reused from an earlier run takes seconds (its artifact was complete).",
         "",
         "| stage | wall time | result | command |",
         "|---|---:|---|---|",

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from eagrl.cli.entry import compose_entry
-from eagrl.evaluation.aggregate import commit, machine, write_section
+from eagrl.evaluation.aggregate import provenance, write_section
 from eagrl.experts.tabular import MODELS, fit_tabular
 from eagrl.stages.runtime import prepared_datamodule
 
@@ -89,7 +89,7 @@ def main() -> None:
     content = "\n".join(
         [
             f"Command: `{command.strip()}`  ",
-            f"Machine: {machine()}; commit {commit()}; {pd.Timestamp.now(tz='UTC'):%Y-%m-%d}; {THREADS} thread.",
+            f"{provenance()}; {THREADS} thread.",
             "",
             table(frame).to_markdown(index=False, disable_numparse=True),
         ]

@@ -192,6 +192,13 @@ def commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
+def provenance(threads: int | None = None) -> str:
+    """``Machine: <machine()>[, <threads> threads]; commit <commit()>; <UTC date>``: the line every table and benchmark
+    writes under its command."""
+    threads_text = "" if threads is None else f", {threads} threads"
+    return f"Machine: {machine()}{threads_text}; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}"
+
+
 def render(multirun_dir: Path | list[Path], command: str | None, layout: str = "long") -> str:
     """The markdown section for one multirun (``layout``: ``long`` one row per dataset, task and model with cost
     columns; ``paper`` the Table 1 / Table 2 shape)."""
@@ -199,8 +206,7 @@ def render(multirun_dir: Path | list[Path], command: str | None, layout: str = "
     finished = frame["job"].nunique() if len(frame) else 0
     lines = [
         f"Command: `{command or '(see the multirun.yaml of ' + str(multirun_dir) + ')'}`  ",
-        f"Machine: {machine()}; commit {commit()}; {datetime.now(UTC):%Y-%m-%d}; {finished} jobs finished, "
-        f"{len(failed)} failed.",
+        f"{provenance()}; {finished} jobs finished, {len(failed)} failed.",
         "",
     ]
     table = LAYOUTS[layout](frame) if len(frame) else None
