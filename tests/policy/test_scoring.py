@@ -14,8 +14,15 @@ import pytest
 import torch
 
 from eagrl.errors import ConfigError
-from eagrl.policy.engine import EngineStats, Generation, GenerationEngine, SamplingConfig
-from eagrl.policy.scoring import answer_context, check_score, digit_token_ids, generated_digits, score_answers
+from eagrl.policy.engine import EngineStats, Generation, GenerationEngine, PrefixCache, SamplingConfig
+from eagrl.policy.scoring import (
+    answer_context,
+    check_score,
+    digit_token_ids,
+    generated_digits,
+    pass_digits,
+    score_answers,
+)
 from tests.conftest import compose_config
 from tests.policy.conftest import tiny
 
@@ -157,6 +164,26 @@ def test_token_expectation_is_continuous_and_does_not_depend_on_the_batch(tiny_b
     assert ((together >= 0) & (together <= 0.99)).all() and len(set(together.round(6))) == len(answers)
 
 
+def test_the_pass_on_cached_prompts_encodes_only_the_answers_and_agrees_with_the_full_pass(tiny_backbone):
+    """Prompts generated with ``keep_prompts=True`` stay in the prefix cache: the pass then encodes each answer on
+    its cached prompt (counted as reused prompt tokens) and gives the full pass's p₁, p₂ and mass."""
+    model, tokenizer = tiny_backbone
+    digits = digit_token_ids(tokenizer)
+    cached = GenerationEngine(model, tokenizer, batch_size=4, progress=False, prefix_cache=PrefixCache(4))
+    prompt_ids = _prompts(cached, 3)
+    sampling = SamplingConfig(max_new_tokens=12)
+    texts = [group[0].text for group in cached.generate(prompt_ids, sampling, keep_prompts=True)]
+    before = cached.stats.reused_prompt_tokens
+    on_prefix = pass_digits(cached, prompt_ids, texts, digits)
+    assert cached.stats.reused_prompt_tokens - before == sum(map(len, prompt_ids))
+    full = pass_digits(_engine(model, tokenizer), prompt_ids, texts, digits)
+    for fast, slow in zip(on_prefix, full, strict=True):
+        assert fast.source == slow.source == "pass"
+        np.testing.assert_allclose(fast.first, slow.first, atol=1e-5)
+        np.testing.assert_allclose(fast.second, slow.second, atol=1e-5)
+        assert fast.mass == pytest.approx(slow.mass, abs=1e-5)
+
+
 #: tiny backbone, short answers, 6 TJH validation patients (a label-stratified sample), 2 samples per patient
 TINY = ["backbone=tiny_random", "generation.max_new_tokens=6", "generation.batch_size=8", "split=val",
         "prompt.max_visits=1", "prompt.omit_unobserved=true", "max_patients=6", "score.samples=2"]  # fmt: skip
@@ -188,9 +215,10 @@ def test_eagrl_evaluate_with_each_score(evaluate_dir, method):
         assert metrics["scoring"].items() >= {"samples": 12, "samples_failed": 12, "fallbacks": 6}.items()
     else:  # the digit probabilities still rank the patients
         assert predictions["probability"].nunique() == 6 and metrics["scoring"]["appended"] == 6
-        # no answer wrote its own `<Final answer> 0.`: each was saved without digits, and the pass scored it
+        # no answer wrote its own `<Final answer> 0.`: the pass scored each while its batch's prompts were cached,
+        # and its digits were saved with the answer (a resumed run keeps them)
         saved = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
-        assert [row["answer_digits"] for row in saved] == [None] * 6 and "answer_digits" not in predictions
+        assert [row["answer_digits"][3] for row in saved] == ["pass"] * 6 and "answer_digits" not in predictions
         assert (predictions["digits_from"] == "pass").all() and metrics["scoring"]["digits_from_generation"] == 0
         assert metrics["val"]["auroc"]["mean"] != pytest.approx(0.5)
     assert metrics["parsing"]["parse_failure_rate"] == 1.0

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from eagrl.evaluation.metrics import point_metrics
-from eagrl.policy.engine import GenerationEngine, SamplingConfig
+from eagrl.policy.engine import Generation, GenerationEngine, PrefixCache, SamplingConfig
 from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
-from eagrl.policy.scoring import digit_token_ids, generated_digits, score_answers
+from eagrl.policy.scoring import AnswerDigits, batch_digits, digit_token_ids, score_answers
 from eagrl.rewards.functions import RewardTerms
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def validate_policy(
     """Greedy answers of the validation patients scored by ``method`` (:func:`~eagrl.policy.scoring.score_answers`).
 
     Args:
-        engine: the policy's generation engine.
+        engine: the policy's generation engine (with a prefix cache, an answer that takes the token-expectation pass
+            encodes only itself on its cached prompt).
         prompt_ids: each patient's chat prompt, ready for the assistant's turn.
         labels: ``(patients,)`` 0/1 outcomes.
         max_new_tokens: answer budget.
@@ -65,9 +66,17 @@ def validate_policy(
     started = time.perf_counter()
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop_strings=("</Final answer>",))
     watch = digit_token_ids(engine.tokenizer) if method == "token_expectation" else []
-    answers = [answer[0] for answer in engine.generate(prompt_ids, sampling, watch=watch)]
-    texts = [answer.text for answer in answers]
-    generated = [generated_digits(engine.tokenizer, answer, watch) for answer in answers] if watch else None
+    generated: list[AnswerDigits | None] = [None] * len(prompt_ids)
+
+    def read_digits(batch: list[int], results: list[list[Generation]]) -> None:
+        reads = batch_digits(engine, [prompt_ids[index] for index in batch], [result[0] for result in results], watch)
+        for index, read in zip(batch, reads, strict=True):
+            generated[index] = read
+
+    answers = engine.generate(
+        prompt_ids, sampling, watch=watch, keep_prompts=bool(watch), on_batch=read_digits if watch else None
+    )
+    texts = [answer[0].text for answer in answers]
     probabilities, _ = score_answers(engine, prompt_ids, texts, method=method, generated=generated)
     scores = point_metrics(np.asarray(labels), probabilities)
     parsed = [parse_answer(text, vocabulary) for text in texts]
@@ -159,7 +168,8 @@ class EpochValidation(L.Callback):
         model = pl_module.model
         model.eval()  # no dropout in the answers
         try:
-            engine = GenerationEngine(model, self.tokenizer, batch_size=self.batch_size, progress=False)
+            cache = PrefixCache(self.batch_size)
+            engine = GenerationEngine(model, self.tokenizer, self.batch_size, progress=False, prefix_cache=cache)
             row = {"epoch": float(trainer.current_epoch + 1)}
             row.update(
                 validate_policy(

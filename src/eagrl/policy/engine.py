@@ -12,6 +12,8 @@ What it does differently from ``model.generate`` (DESIGN "where the time goes"):
 - **length-sorted batches**, so rows of a batch have similar prompt lengths (little padding in decoding);
 - **a prefix cache** (:class:`PrefixCache`): a long prompt registered once (a patient's record) is never encoded
   again; a later prompt that extends it (an MCTS node: the record plus the steps so far) only encodes its suffix;
+  ``generate(keep_prompts=True)`` registers every prompt it encodes, so a follow-up pass over a batch's answers
+  (the token-expectation score) encodes only the answers;
 - **seeded sampling per sequence**: each (prompt key, sample) pair has its own generator, so an answer does
   not depend on batch size or on which other prompts share its batch;
 - **guided decoding per row** (:mod:`eagrl.policy.guided`): a prompt may come with a grammar; each of its rows
@@ -268,6 +270,7 @@ class GenerationEngine:
         on_batch: Callable[[list[int], list[list[Generation]]], None] | None = None,
         grammars: Sequence[str | None] | None = None,
         watch: Sequence[int] = (),
+        keep_prompts: bool = False,
     ) -> list[list[Generation]]:
         """Generate ``num_samples`` answers per prompt.
 
@@ -282,6 +285,8 @@ class GenerationEngine:
                 once its grammar is.
             watch: token ids whose logits every step records in :attr:`Generation.watched` (e.g. the digits, so a
                 token-expectation score reads the answer's digit distributions off its own decoding).
+            keep_prompts: keep each encoded prompt's cache in the prefix cache (when the engine has one), so
+                ``on_batch`` can run the batch's answers again at the cost of the answers alone (:meth:`encode`).
 
         Returns:
             ``answers[i][s]`` = sample ``s`` for prompt ``i``.
@@ -306,6 +311,7 @@ class GenerationEngine:
                 num_samples,
                 [grammars[i] for i in batch],
                 list(watch),
+                keep_prompts,
             )
             for index, result in zip(batch, results, strict=True):
                 answers[index] = result
@@ -337,7 +343,7 @@ class GenerationEngine:
         started = time.perf_counter()
         for ids in prompt_ids:
             if self.prefix_cache.longest(ids)[0] < len(ids):
-                cache, _ = self._encode_one(ids)
+                cache, _ = self.encode(ids)
                 self.prefix_cache.add(ids, cache)
         self.stats.prefill_seconds += time.perf_counter() - started
 
@@ -347,13 +353,14 @@ class GenerationEngine:
         self._check_context(prompt_ids, 1)
         self.stats = EngineStats(prompts=len(prompt_ids))
         started = time.perf_counter()
-        rows = [self._encode_one(ids)[1].softmax(dim=-1)[list(token_ids)] for ids in prompt_ids]
+        rows = [self.encode(ids)[1].softmax(dim=-1)[list(token_ids)] for ids in prompt_ids]
         self.stats.prefill_seconds += time.perf_counter() - started
         self.stats.prompt_tokens += sum(map(len, prompt_ids))
         return torch.stack(rows) if rows else torch.zeros(0, len(token_ids))
 
-    def _encode_one(self, ids: Sequence[int]) -> tuple[Cache, torch.Tensor]:
-        """Encode one prompt on top of its longest cached prefix: the prompt's cache and last logits (vocab,)."""
+    def encode(self, ids: Sequence[int]) -> tuple[Cache, torch.Tensor]:
+        """Encode one token sequence on top of its longest cached prefix: its cache (the stored prefix is never
+        written to) and its last logits (vocab,) float32. Call under ``torch.inference_mode``."""
         reused, layers = self.prefix_cache.longest(ids) if self.prefix_cache else (0, None)
         reused = min(reused, len(ids) - 1)  # at least one token is run, for the next-token logits
         cache = DynamicCache()
@@ -365,8 +372,9 @@ class GenerationEngine:
         )
         return cache, output.logits[0, -1].float()
 
-    def _prefill(self, prompts: list[Sequence[int]], num_samples: int, new_tokens: int):
-        """Encode each prompt alone into a left-padded :class:`Cache` with room for ``new_tokens`` more tokens.
+    def _prefill(self, prompts: list[Sequence[int]], num_samples: int, new_tokens: int, keep_prompts: bool = False):
+        """Encode each prompt alone into a left-padded :class:`Cache` with room for ``new_tokens`` more tokens
+        (each prompt's own cache kept in the prefix cache with ``keep_prompts``).
 
         Returns the cache, the first-token logits ``(rows, vocab)`` and the prompt length of every row.
         """
@@ -377,7 +385,9 @@ class GenerationEngine:
         rows = len(prompts) * num_samples
         buffers, last_logits = None, []
         for prompt_index, ids in enumerate(prompts):
-            single, logits = self._encode_one(ids)
+            single, logits = self.encode(ids)
+            if keep_prompts and self.prefix_cache is not None:
+                self.prefix_cache.add(ids, single)
             last_logits.append(logits)
             if buffers is None:
                 buffers = [
@@ -404,9 +414,10 @@ class GenerationEngine:
         num_samples: int,
         grammars: list[str | None],
         watch: list[int],
+        keep_prompts: bool,
     ) -> list[list[Generation]]:
         started = time.perf_counter()
-        cache, logits, lengths = self._prefill(prompts, num_samples, sampling.max_new_tokens)
+        cache, logits, lengths = self._prefill(prompts, num_samples, sampling.max_new_tokens, keep_prompts)
         self.stats.prefill_seconds += time.perf_counter() - started
         self.stats.prompt_tokens += sum(len(ids) for ids in prompts)
         started = time.perf_counter()

@@ -21,11 +21,14 @@ whatever it learned), so AUROC cannot see what it learned. Three scores:
   :func:`digit_token_ids`). An answer generated with ``watch=digit_token_ids(tokenizer)`` that already wrote
   ``<Final answer> 0.`` and then p₁'s most likely digit, in the tokens the pass would feed, carries p₁ and p₂ in
   its own decoding steps (:func:`generated_digits`): those patients skip the pass (the same numbers up to float
-  rounding; a greedy answer of a trained policy nearly always qualifies).
+  rounding; a greedy answer of a trained policy nearly always qualifies). The others go through the pass
+  (:func:`pass_digits`), which encodes only the answer and `` 0.`` when the engine's prefix cache still holds the
+  prompt (``generate(keep_prompts=True)``, then :func:`batch_digits` in ``on_batch``: the base model, whose answers
+  never write the tag, pays the answers instead of a second prefill of every prompt).
 
     probabilities, details = score_answers(engine, prompt_ids, answers, **cfg.score, sampling=sampling)
 
-eagrl-evaluate scores its greedy answers so; RL can score validation patients the same way. The model must be in
+eagrl-evaluate scores its greedy answers so; RL and SFT score validation patients the same way. The model must be in
 eval mode (no dropout; under gradient checkpointing a training-mode model keeps no cache).
 """
 
@@ -80,11 +83,13 @@ class AnswerDigits(NamedTuple):
         first: p₁, the 10 digit probabilities after ``<Final answer> 0.`` (renormalised over the digits).
         second: p₂, the same one token later, after p₁'s most likely digit.
         mass: the probability p₁'s digits had before renormalising.
+        source: where they come from: ``generation`` (read off the answer's own decoding) or ``pass``.
     """
 
     first: list[float]
     second: list[float]
     mass: float
+    source: str = "generation"
 
 
 def check_score(method: str, samples: int, temperature: float) -> None:
@@ -239,28 +244,50 @@ def generated_digits(
     return AnswerDigits(first.tolist(), second_row[:-1].softmax(dim=-1).tolist(), mass)
 
 
-def _token_expectation(
+def batch_digits(
+    engine: GenerationEngine,
+    prompt_ids: Sequence[Sequence[int]],
+    generations: Sequence[Generation],
+    digits: Sequence[int],
+) -> list[AnswerDigits]:
+    """p₁ and p₂ of a batch of answers generated with ``watch=digits``: read off each answer where it can be
+    (:func:`generated_digits`), else by :func:`pass_digits` (on the prompts' cached prefixes when the batch was
+    generated with ``keep_prompts=True``: call it from ``on_batch``)."""
+    read = [generated_digits(engine.tokenizer, generation, digits) for generation in generations]
+    pending = [index for index, value in enumerate(read) if value is None]
+    passed = pass_digits(
+        engine, [prompt_ids[index] for index in pending], [generations[index].text for index in pending], digits
+    )
+    for index, value in zip(pending, passed, strict=True):
+        read[index] = value
+    return read
+
+
+def pass_digits(
     engine: GenerationEngine,
     prompt_ids: Sequence[Sequence[int]],
     answers: Sequence[str],
-    generated: Sequence[AnswerDigits | None] | None,
-) -> tuple[list[float], ScoreDetails]:
-    """E[0.dd] per patient: p₁ and p₂ from ``generated`` where given, else from a pass in length-sorted batches of
-    ``engine.batch_size``."""
+    digits: Sequence[int],
+    progress: bool = False,
+) -> list[AnswerDigits]:
+    """p₁ and p₂ of each answer by the token-expectation pass (``source`` ``pass``).
+
+    An answer whose whole prompt is in the engine's prefix cache encodes only its cut answer and `` 0.`` on top of
+    it (:meth:`GenerationEngine.encode`); the others run prompt and answer together, in length-sorted batches of
+    ``engine.batch_size`` (:func:`digit_distributions`). The two agree to float rounding.
+    """
     tokenizer = engine.tokenizer
-    digits = digit_token_ids(tokenizer)
-    generated = list(generated) if generated is not None else [None] * len(answers)
-    contexts = [forced_context_ids(tokenizer, text) for text in answers]
-    sequences = [list(prompt) + forced for prompt, (forced, _) in zip(prompt_ids, contexts, strict=True)]
-    first = torch.zeros(len(sequences), 10)
-    second = torch.zeros(len(sequences), 10)
+    pairs = zip(prompt_ids, answers, strict=True)
+    sequences = [list(prompt) + forced_context_ids(tokenizer, text)[0] for prompt, text in pairs]
+    first, second = torch.zeros(len(sequences), 10), torch.zeros(len(sequences), 10)
     mass = torch.zeros(len(sequences))
-    for index, read in enumerate(generated):
-        if read is not None:
-            first[index], second[index], mass[index] = torch.tensor(read.first), torch.tensor(read.second), read.mass
-    pending = [index for index, read in enumerate(generated) if read is None]
-    order = sorted(pending, key=lambda index: -len(sequences[index]))
-    bar = tqdm(total=len(order), desc="token expectation", unit="patient", disable=not engine.progress)
+    cache = engine.prefix_cache
+    cached = [cache is not None and cache.longest(prompt)[0] == len(prompt) for prompt in prompt_ids]
+    bar = tqdm(total=len(sequences), desc="token expectation", unit="patient", disable=not progress)
+    for index in [index for index, hit in enumerate(cached) if hit]:
+        first[index], second[index], mass[index] = _digits_on_prefix(engine, sequences[index], digits)
+        bar.update(1)
+    order = sorted((index for index, hit in enumerate(cached) if not hit), key=lambda index: -len(sequences[index]))
     for start in range(0, len(order), engine.batch_size):
         batch = order[start : start + engine.batch_size]
         first[batch], second[batch], mass[batch] = digit_distributions(
@@ -268,17 +295,65 @@ def _token_expectation(
         )
         bar.update(len(batch))
     bar.close()
+    return [
+        AnswerDigits(first[row].tolist(), second[row].tolist(), float(mass[row]), "pass")
+        for row in range(len(sequences))
+    ]
+
+
+@torch.inference_mode()
+def _digits_on_prefix(
+    engine: GenerationEngine, sequence: Sequence[int], digits: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """p₁ (10,), p₂ (10,) and p₁'s digit mass () after one sequence, encoded on its cached prompt prefix."""
+    cache, logits = engine.encode(sequence)
+    digit_ids = torch.tensor(list(digits), dtype=torch.long)
+    first = logits[digit_ids].softmax(dim=-1)
+    output = engine.model(
+        input_ids=digit_ids[first.argmax()].reshape(1, 1),
+        position_ids=torch.tensor([[len(sequence)]]),
+        past_key_values=cache,
+        use_cache=True,
+    )
+    second = output.logits[0, -1].float()[digit_ids].softmax(dim=-1)
+    return first, second, logits.softmax(dim=-1)[digit_ids].sum()
+
+
+def _token_expectation(
+    engine: GenerationEngine,
+    prompt_ids: Sequence[Sequence[int]],
+    answers: Sequence[str],
+    generated: Sequence[AnswerDigits | None] | None,
+) -> tuple[list[float], ScoreDetails]:
+    """E[0.dd] per patient: p₁ and p₂ from ``generated`` where given, else by :func:`pass_digits`."""
+    tokenizer = engine.tokenizer
+    digits = digit_token_ids(tokenizer)
+    reads = list(generated) if generated is not None else [None] * len(answers)
+    pending = [index for index, read in enumerate(reads) if read is None]
+    passed = pass_digits(
+        engine,
+        [prompt_ids[index] for index in pending],
+        [answers[index] for index in pending],
+        digits,
+        progress=engine.progress,
+    )
+    for index, read in zip(pending, passed, strict=True):
+        reads[index] = read
+    first = torch.tensor([read.first for read in reads]).reshape(-1, 10)
+    second = torch.tensor([read.second for read in reads]).reshape(-1, 10)
+    mass = torch.tensor([read.mass for read in reads])
+    contexts = [answer_context(text)[1] for text in answers]
     values = torch.arange(10, dtype=torch.float32)
     expected = first @ values / 10 + second @ values / 100
     columns = {
-        "answer_context": [how for _, how in contexts],
-        "digits_from": ["pass" if read is None else "generation" for read in generated],
+        "answer_context": contexts,
+        "digits_from": [read.source for read in reads],
         "first_digit_probabilities": first.tolist(),
         "expected_second_digit": (second @ values).tolist(),
         "digit_mass": mass.tolist(),
     }
-    counts: dict[str, float] = {"fallbacks": 0, **Counter(how for _, how in contexts)}
-    counts["digits_from_generation"] = len(answers) - len(pending)
+    counts: dict[str, float] = {"fallbacks": 0, **Counter(contexts)}
+    counts["digits_from_generation"] = sum(read.source == "generation" for read in reads)
     counts["mean_digit_mass"] = float(mass.mean()) if len(mass) else float("nan")
     return expected.tolist(), ScoreDetails("token_expectation", columns, counts)
 

@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader
 
 from eagrl.errors import ConfigError
 from eagrl.evaluation.validation import BestAdapter, validate_policy
-from eagrl.policy.engine import GenerationEngine, SamplingConfig
+from eagrl.policy.engine import GenerationEngine, PrefixCache, SamplingConfig
 from eagrl.policy.guided import answer_grammar
 from eagrl.policy.lightning import AdapterModule
 from eagrl.policy.parsing import FeatureVocabulary, parse_answer
@@ -201,7 +201,10 @@ class PolicyRLModule(AdapterModule):
                 "rl.select_on=reward reads R_att from declared features; reward.attention internal or both needs "
                 "a probe pass the validation does not make: use rl.select_on=auroc"
             )
-        self.engine = GenerationEngine(model, tokenizer, batch_size=rl.batch_size, progress=False)
+        # the prefix cache holds a validation batch's prompts for the token-expectation pass (validate_policy)
+        self.engine = GenerationEngine(
+            model, tokenizer, batch_size=rl.batch_size, progress=False, prefix_cache=PrefixCache(rl.batch_size)
+        )
         # one update per step: the scoring pass doubles as the update's forward pass (see sample_groups)
         self.fused = rl.updates_per_step == 1 and rl.ppo_epochs == 1
         self.guard = NonFiniteGuard(rl.on_nonfinite, "rl.on_nonfinite")

@@ -2,8 +2,9 @@
 
 Artifacts go to ``<paths.artifact_dir>/evaluate/<dataset>/<task>/<backbone>/<method>/<split>-<config hash>/``:
 ``answers.jsonl`` (raw generations, appended per batch: a killed run resumes without redoing answered
-patients; with ``score.method=token_expectation`` each also keeps the digit distributions its own decoding gave,
-:func:`~eagrl.policy.scoring.generated_digits`, so the score's pass skips it), ``predictions.parquet`` (patient
+patients; with ``score.method=token_expectation`` each also keeps its digit distributions, read off its own
+decoding or computed by the pass while its batch's prompts are cached, :func:`~eagrl.policy.scoring.batch_digits`),
+``predictions.parquet`` (patient
 id, label, ŷ by the configured ``score``, parse status, declared features, the features the prompt showed with a
 value, raw text), ``metrics.json`` (bootstrap AUROC / AUPRC of that ŷ, the ``score`` used, parse-failure rate,
 tokens/s) and ``roc.png`` / ``pr.png``.
@@ -28,7 +29,8 @@ from eagrl.utils.artifacts import StageArtifact, report
 log = logging.getLogger(__name__)
 
 ANSWERS = "answers.jsonl"
-#: the key of an answer row holding its :class:`~eagrl.policy.scoring.AnswerDigits` (None: the pass computes them)
+#: the key of an answer row holding its :class:`~eagrl.policy.scoring.AnswerDigits` (None: another score, or an
+#: answer saved before they were kept, whose pass runs at scoring)
 ANSWER_DIGITS = "answer_digits"
 
 
@@ -83,10 +85,10 @@ def run(cfg: DictConfig) -> dict:
     from eagrl.evaluation.metrics import bootstrap_metrics
     from eagrl.evaluation.plots import roc_pr_plots
     from eagrl.policy.backbone import load_adapter, load_backbone
-    from eagrl.policy.engine import GenerationEngine, SamplingConfig
+    from eagrl.policy.engine import GenerationEngine, PrefixCache, SamplingConfig
     from eagrl.policy.guided import answer_grammar
     from eagrl.policy.parsing import FeatureVocabulary, ParseCounter, parse_answer
-    from eagrl.policy.scoring import check_score, digit_token_ids, generated_digits, score_answers
+    from eagrl.policy.scoring import batch_digits, check_score, digit_token_ids, score_answers
 
     threads = start(cfg, seed=False)
     check_score(**cfg.score)
@@ -106,7 +108,13 @@ def run(cfg: DictConfig) -> dict:
     model = load_adapter(backbone.model, cfg.adapter) if cfg.adapter else backbone.model
     check_trained_prompt(cfg.adapter, cfg.prompt)
     external = _external_cohort(cfg, datamodule, len(records))
-    engine = GenerationEngine(model, backbone.tokenizer, batch_size=cfg.generation.batch_size)
+    # the digits whose distributions each decoding step records, for token_expectation to read off the answer; the
+    # other answers of a batch take the pass while the batch's prompts are still in the prefix cache
+    watch = digit_token_ids(backbone.tokenizer) if cfg.score.method == "token_expectation" else []
+    batch_size = cfg.generation.batch_size
+    engine = GenerationEngine(
+        model, backbone.tokenizer, batch_size=batch_size, prefix_cache=PrefixCache(batch_size) if watch else None
+    )
     prompt_ids = engine.encode_chat([prompt.messages() for prompt in prompts])
 
     answers = read_answers(target / ANSWERS)
@@ -121,20 +129,24 @@ def run(cfg: DictConfig) -> dict:
         stop_strings=tuple(cfg.generation.stop_strings),
         seed=cfg.seed,
     )
-    # the digits whose distributions each decoding step records, for token_expectation to read off the answer
-    watch = digit_token_ids(backbone.tokenizer) if cfg.score.method == "token_expectation" else []
 
     def save(batch: list[int], results: list) -> None:
+        generations = [result[0] for result in results]
+        digits = (
+            batch_digits(engine, [prompt_ids[pending[slot]] for slot in batch], generations, watch)
+            if watch
+            else [None] * len(batch)
+        )
         rows = [
             {
                 "patient_id": records[pending[slot]].patient_id,
-                "text": result[0].text,
-                "generated_tokens": len(result[0].token_ids),
-                "prompt_tokens": result[0].prompt_tokens,
-                "finish_reason": result[0].finish_reason,
-                ANSWER_DIGITS: generated_digits(backbone.tokenizer, result[0], watch) if watch else None,
+                "text": generation.text,
+                "generated_tokens": len(generation.token_ids),
+                "prompt_tokens": generation.prompt_tokens,
+                "finish_reason": generation.finish_reason,
+                ANSWER_DIGITS: read,
             }
-            for slot, result in zip(batch, results, strict=True)
+            for slot, generation, read in zip(batch, generations, digits, strict=True)
         ]
         append_answers(target / ANSWERS, rows)
         answers.update({row["patient_id"]: row for row in rows})
@@ -152,6 +164,7 @@ def run(cfg: DictConfig) -> dict:
         on_batch=save,
         grammars=[grammars[index] for index in pending] if grammars else None,
         watch=watch,
+        keep_prompts=bool(watch),
     )
     seconds = time.perf_counter() - started
     stats = engine.stats
