@@ -6,6 +6,7 @@ import lightning as L
 import torch
 
 from eagrl.policy.backbone import attach_lora
+from eagrl.policy.frozen import FrozenLayerCache, frozen_layer_count
 from eagrl.policy.sft import PolicySFTModule, sft_loader
 from tests.policy.conftest import tiny
 
@@ -55,3 +56,61 @@ def test_loss_on_completion_logits_equals_the_full_sequence_loss():
     model.zero_grad()
     reference.backward()
     assert torch.allclose(ours, model.model.layers[0].self_attn.q_proj.weight.grad, atol=1e-6)
+
+
+def _two_rows():
+    items = [
+        {"input_ids": list(range(3, 40)), "labels": [-100] * 20 + list(range(23, 40))},
+        {"input_ids": list(range(5, 30)), "labels": [-100] * 12 + list(range(17, 30))},
+    ]
+    return next(iter(sft_loader(items, batch_size=2, pad_id=0, shuffle=False, seed=0)))
+
+
+def _adapter_gradients(policy) -> list[torch.Tensor]:
+    return [parameter.grad.clone() for parameter in policy.parameters() if parameter.requires_grad]
+
+
+def test_frozen_layer_cache_gives_the_full_forward_loss_and_gradients():
+    """LoRA on the top layer only: the bottom layer is frozen, its hidden states are stored per example on the first
+    pass and read on the second; loss and adapter gradients equal a full forward pass's each time. An adapter on
+    every layer leaves nothing to cache."""
+    model, _ = tiny()
+    policy = attach_lora(model, {**LORA, "layers_to_transform": [1]})
+    assert frozen_layer_count(policy) == 1
+    batch = _two_rows()
+    plain, cached = PolicySFTModule(policy), PolicySFTModule(policy, frozen_cache_gb=1.0)
+    assert plain.frozen_cache is None and cached.frozen_cache is not None
+    reference = plain(batch)
+    reference.backward()
+    expected = _adapter_gradients(policy)
+    for passes in (1, 2):
+        policy.zero_grad()
+        loss = cached(batch)
+        loss.backward()
+        assert torch.allclose(loss, reference, atol=1e-6)
+        for ours, theirs in zip(_adapter_gradients(policy), expected, strict=True):
+            assert torch.allclose(ours, theirs, atol=1e-6)
+        assert cached.frozen_cache.summary() | {"stored_gb": 0} == {
+            "frozen_layers": 1, "hits": 2 * (passes - 1), "misses": 2, "stored_gb": 0,
+        }  # fmt: skip
+    every_layer, _ = tiny()
+    assert FrozenLayerCache.attach(attach_lora(every_layer, LORA), budget_gb=1.0) is None
+
+
+def test_frozen_layer_cache_turns_itself_off_when_the_split_pass_disagrees():
+    """A decoder that treats ``inputs_embeds`` differently from its own embeddings (as Gemma scales them) fails the
+    first batch's check: the module drops the cache and computes the full forward's loss."""
+    model, _ = tiny()
+    policy = attach_lora(model, {**LORA, "layers_to_transform": [1]})
+
+    def scale_given_embeddings(module, args, kwargs):
+        if kwargs.get("inputs_embeds") is not None:
+            kwargs["inputs_embeds"] = kwargs["inputs_embeds"] * 2
+        return args, kwargs
+
+    model.model.register_forward_pre_hook(scale_given_embeddings, with_kwargs=True)
+    batch = _two_rows()
+    module = PolicySFTModule(policy, frozen_cache_gb=1.0)
+    loss = module(batch)
+    assert module.frozen_cache is None
+    assert torch.allclose(loss, PolicySFTModule(policy)(batch), atol=1e-6)

@@ -11,6 +11,7 @@ completion tokens of the batch. The prompt is encoded exactly as the generation 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -19,8 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
+from eagrl.policy.frozen import FrozenLayerCache
 from eagrl.policy.lightning import AdapterModule
 from eagrl.utils.numerics import NonFiniteGuard
+
+log = logging.getLogger(__name__)
 
 #: label value of a token that is not trained on
 IGNORE = -100
@@ -105,13 +109,24 @@ class PolicySFTModule(AdapterModule):
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         on_nonfinite: a non-finite loss is skipped (``skip``) or stops the run (``stop``).
+        frozen_cache_gb: memory for the hidden states of the frozen layers below the adapter, kept per example so
+            later epochs run the adapted layers only (:class:`~eagrl.policy.frozen.FrozenLayerCache`; 0 = off).
     """
 
-    def __init__(self, model: torch.nn.Module, lr: float = 2e-4, weight_decay: float = 0.0, on_nonfinite: str = "skip"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        on_nonfinite: str = "skip",
+        frozen_cache_gb: float = 0.0,
+    ):
         super().__init__(lr, weight_decay)
         self.model = model
         self.save_hyperparameters(ignore=["model"])
         self.guard = NonFiniteGuard(on_nonfinite, "sft.on_nonfinite")
+        self.frozen_cache = FrozenLayerCache.attach(model, frozen_cache_gb)
+        self.frozen_cache_checked = False
 
     def on_fit_start(self) -> None:
         """Train mode for the whole policy: ``from_pretrained`` leaves the base model in eval mode and Lightning
@@ -122,17 +137,26 @@ class PolicySFTModule(AdapterModule):
         """Mean cross-entropy over the completion tokens of the batch (nats per token).
 
         Logits are computed only from the position before the batch's earliest completion token on: the LM head
-        over a long prompt (vocabulary × prompt length) would be a fifth of the step's compute for nothing.
+        over a long prompt (vocabulary × prompt length) would be a fifth of the step's compute for nothing. With a
+        frozen-layer cache, the layers below the adapter run once per example (checked on the first batch against
+        a full forward pass; off when they disagree).
         """
         labels = batch["labels"]
         trained = (labels != IGNORE).any(dim=0).nonzero()
         first = max(int(trained[0]), 1) if len(trained) else labels.shape[1] - 1  # first trained position
-        logits = self.model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            use_cache=False,
-            logits_to_keep=labels.shape[1] - first + 1,  # positions first - 1 … last, each predicting the next
-        ).logits
+        keep = labels.shape[1] - first + 1  # positions first - 1 … last, each predicting the next
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if self.frozen_cache is not None and not self.frozen_cache_checked:
+            self.frozen_cache_checked = True
+            if not self.frozen_cache.agrees(input_ids, attention_mask):
+                log.warning("frozen-layer cache off: its split forward pass does not reproduce this model's logits")
+                self.frozen_cache = None
+        if self.frozen_cache is not None:
+            logits = self.frozen_cache.logits(input_ids, attention_mask, logits_to_keep=keep)
+        else:
+            logits = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep
+            ).logits
         return torch.nn.functional.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, first:].reshape(-1), ignore_index=IGNORE
         )

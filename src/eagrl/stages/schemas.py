@@ -119,6 +119,7 @@ class SFTSchema:
     val_fraction: float
     on_nonfinite: str
     max_length: int | None = None
+    frozen_cache_gb: float = 0.0
     completion: str | None = None
     label_answers: list[str] | None = None
 

@@ -201,7 +201,13 @@ def run(cfg: DictConfig) -> dict:
     if cfg.sft.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     validation = epoch_validation(cfg, tokenizer, cfg.sft.val_batch_size)
-    module = PolicySFTModule(model, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay, on_nonfinite=cfg.sft.on_nonfinite)
+    module = PolicySFTModule(
+        model,
+        lr=cfg.sft.lr,
+        weight_decay=cfg.sft.weight_decay,
+        on_nonfinite=cfg.sft.on_nonfinite,
+        frozen_cache_gb=cfg.sft.frozen_cache_gb,
+    )
     resume = stage.resume_from()
     with loggers(cfg) as run_loggers:
         trainer = instantiate(
@@ -252,6 +258,7 @@ def run(cfg: DictConfig) -> dict:
             "train_tokens_per_second": train_tokens / seconds if seconds else None,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "nonfinite_skips": module.guard.count,
+            "frozen_layer_cache": module.frozen_cache.summary() if module.frozen_cache else None,
             "threads": threads,
             "artifact_dir": str(target),
         }
