@@ -17,6 +17,7 @@ import torch
 
 from eagrl.policy.attention import EAGRL_SDPA
 from eagrl.policy.backbone import attach_lora, tiny_random
+from eagrl.policy.frozen import FrozenLayerCache
 from eagrl.rewards import RewardTerms
 from eagrl.rl.module import PolicyRLModule, RLConfig, flat_streak, step_loader
 from eagrl.rl.rollout import RLPrompt, key_token_span, line_token_spans, score_responses
@@ -142,6 +143,55 @@ def test_shared_prefix_scoring_equals_a_plain_forward():
         expected = logp.gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
         torch.testing.assert_close(scored.logp[row, : len(response)], expected, atol=1e-5, rtol=1e-4)
     assert scored.mask.tolist() == [[1, 1, 1], [1, 1, 0]] and scored.logp[1, 2] == 0
+
+
+def test_scoring_on_the_frozen_layer_cache_equals_the_full_pass_with_its_gradients():
+    """LoRA on the top layer: the bottom layer's hidden states of a prompt and its answers are computed on the first
+    pass and read on the next (π_old, then the update); log-probabilities, entropies and adapter gradients equal
+    the full pass's, and clearing the cache (a new step) runs the bottom layer again."""
+    model, tokenizer = tiny()
+    policy = attach_lora(model, {**LORA, "layers_to_transform": [1]})
+    prompt = tokenizer("<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)[
+        "input_ids"
+    ]
+    responses = [[70, 71, 72], [73, 74]]
+    frozen = FrozenLayerCache.attach(policy, budget_gb=1.0)
+    reference = score_responses(policy, prompt, responses, tokenizer.pad_token_id, entropy=True)
+    reference.logp.sum().backward()
+    expected = [p.grad.clone() for p in policy.parameters() if p.requires_grad]
+    for passes in (1, 2):
+        policy.zero_grad()
+        scored = score_responses(policy, prompt, responses, tokenizer.pad_token_id, entropy=True, frozen=frozen)
+        scored.logp.sum().backward()
+        torch.testing.assert_close(scored.logp, reference.logp, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(scored.entropy, reference.entropy, atol=1e-5, rtol=1e-4)
+        for ours, theirs in zip([p.grad for p in policy.parameters() if p.requires_grad], expected, strict=True):
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+        assert (frozen.hits, frozen.misses) == (passes - 1, 1)
+    frozen.clear()
+    score_responses(policy, prompt, responses, tokenizer.pad_token_id, frozen=frozen)
+    assert (frozen.hits, frozen.misses) == (1, 2)
+
+
+def test_rl_drops_a_frozen_layer_cache_whose_split_pass_disagrees():
+    """The module checks the cache on its first scored group: a decoder that treats ``inputs_embeds`` differently
+    from its own embeddings (as Gemma scales them) fails, the cache is dropped, and the scores are the full pass's;
+    a decoder it reproduces keeps it."""
+    for breaks in (False, True):
+        model, tokenizer = tiny()
+        policy = attach_lora(model, {**LORA, "layers_to_transform": [1]})
+        if breaks:
+            model.model.register_forward_pre_hook(
+                lambda module, args, kwargs: (args, {**kwargs, "inputs_embeds": kwargs["inputs_embeds"] * 2})
+                if kwargs.get("inputs_embeds") is not None else None,
+                with_kwargs=True,
+            )  # fmt: skip
+        prompts = _prompts(tokenizer)
+        module = PolicyRLModule(policy, tokenizer, prompts, toy_rl(frozen_cache_gb=1.0), reward=letters)
+        scored = module._score(prompts[0], [[70, 71, 72], [73, 74]])
+        expected = score_responses(policy, prompts[0].prompt_ids, [[70, 71, 72], [73, 74]], tokenizer.pad_token_id)
+        assert (module.frozen is None) == breaks
+        torch.testing.assert_close(scored.logp, expected.logp, atol=1e-5, rtol=1e-4)
 
 
 def test_key_token_span_and_line_spans():

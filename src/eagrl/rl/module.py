@@ -44,6 +44,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,7 @@ from torch.utils.data import DataLoader
 from eagrl.errors import ConfigError
 from eagrl.evaluation.validation import BestAdapter, validate_policy
 from eagrl.policy.engine import GenerationEngine, PrefixCache, SamplingConfig
+from eagrl.policy.frozen import FrozenLayerCache, close
 from eagrl.policy.guided import answer_grammar
 from eagrl.policy.lightning import AdapterModule
 from eagrl.policy.parsing import FeatureVocabulary, parse_answer
@@ -109,6 +111,7 @@ class RLConfig:
     max_resample_rounds: int = 1
     batch_size: int = 16
     checkpoint_every_steps: int = 5
+    frozen_cache_gb: float = 1.0
     on_nonfinite: str = "skip"
     ppo_epochs: int = 2
     dtype: str = "float32"
@@ -205,6 +208,10 @@ class PolicyRLModule(AdapterModule):
         self.engine = GenerationEngine(
             model, tokenizer, batch_size=rl.batch_size, progress=False, prefix_cache=PrefixCache(rl.batch_size)
         )
+        # the layers below the adapter, run once per step's answers and read by every pass over them (not with probes,
+        # which read attention in any layer)
+        self.frozen = None if self.probe_layers else FrozenLayerCache.attach(model, rl.frozen_cache_gb)
+        self.frozen_checked = False
         # one update per step: the scoring pass doubles as the update's forward pass (see sample_groups)
         self.fused = rl.updates_per_step == 1 and rl.ppo_epochs == 1
         self.guard = NonFiniteGuard(rl.on_nonfinite, "rl.on_nonfinite")
@@ -332,6 +339,8 @@ class PolicyRLModule(AdapterModule):
     # ---- rollouts ---------------------------------------------------------------------------------------------
     def collect(self, step: int) -> tuple[list[Group], dict[str, float]]:
         """Sample, score and reward groups for one step (with DAPO's dynamic sampling when enabled)."""
+        if self.frozen is not None:
+            self.frozen.clear()  # the previous step's answers are not scored again
         rng = np.random.default_rng([self.rl.seed, step])
         rank, processes = self.processes
         # this process's share: every processes-th patient of the step's order, and of its resample draws
@@ -424,8 +433,10 @@ class PolicyRLModule(AdapterModule):
         return groups
 
     def _score(self, prompt: RLPrompt, responses: list[list[int]], **options) -> Scored:
-        """:func:`score_responses` with this run's pad token and sampling temperature."""
-        return score_responses(
+        """:func:`score_responses` with this run's pad token, sampling temperature and frozen-layer cache (checked
+        against the full pass on the first group, in eval mode; dropped when they disagree)."""
+        score = partial(
+            score_responses,
             self.model,
             prompt.prompt_ids,
             responses,
@@ -433,6 +444,17 @@ class PolicyRLModule(AdapterModule):
             temperature=self.rl.temperature,
             **options,
         )
+        if self.frozen is not None and not self.frozen_checked:
+            self.frozen_checked = True
+            training = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                agree = close(score().logp, score(frozen=self.frozen).logp)
+            self.model.train(training)
+            if not agree:
+                log.warning("frozen-layer cache off: its split pass does not reproduce this model's log-probabilities")
+                self.frozen = None
+        return score(frozen=self.frozen)
 
     # ---- updates ----------------------------------------------------------------------------------------------
     def _minibatches(self, groups: list[Group]) -> list[tuple[list[Group], torch.Tensor | None]]:

@@ -22,6 +22,7 @@ from transformers.cache_utils import DynamicCache
 
 from eagrl.experts.salient import importance_distribution, salient_features
 from eagrl.policy.attention import probe_attention
+from eagrl.policy.frozen import FrozenLayerCache, expand_rows
 from eagrl.policy.parsing import FEATURES, FeatureVocabulary, ParsedAnswer
 from eagrl.rewards import RewardConfig, RewardTerms, score_answer
 from eagrl.rl.objectives import token_entropy
@@ -150,20 +151,18 @@ def score_responses(
     entropy: bool = False,
     probe_layers: Sequence[int] = (),
     temperature: float = 1.0,
+    frozen: FrozenLayerCache | None = None,
 ) -> Scored:
     """Run the policy over one prompt and G answers; differentiable unless called under ``torch.no_grad``.
 
     The prompt (all but its last token) is encoded once into a cache expanded to G rows; the G answers, each
     preceded by the prompt's last token and right-padded, are encoded on top of it. Log-probabilities and
-    entropies are those of the sampling distribution (logits divided by ``temperature``).
+    entropies are those of the sampling distribution (logits divided by ``temperature``). With ``frozen`` (and no
+    probed layers), the layers below the adapter are read from it (computed once per prompt and answers, then
+    reused by every pass of the step: π_old, the reference, each PPO epoch) and only the adapted layers run.
     """
     group = len(responses)
     width = max(max(len(response) for response in responses), 1)
-    cache = DynamicCache()
-    model(input_ids=torch.tensor([list(prompt_ids[:-1])]), past_key_values=cache, use_cache=True, logits_to_keep=1)
-    for layer in cache.layers:
-        layer.keys = layer.keys.expand(group, -1, -1, -1)
-        layer.values = layer.values.expand(group, -1, -1, -1)
     targets = torch.full((group, width), pad_id, dtype=torch.long)
     mask = torch.zeros(group, width)
     for row, response in enumerate(responses):
@@ -171,8 +170,20 @@ def score_responses(
         mask[row, : len(response)] = 1.0
     inputs = torch.cat([torch.full((group, 1), prompt_ids[-1], dtype=torch.long), targets[:, :-1]], dim=1)
     layers = {layer % model.config.num_hidden_layers for layer in probe_layers}
-    with probe_attention(layers, query_mask=mask) as probe:
-        logits = model(input_ids=inputs, past_key_values=cache, use_cache=True).logits.float() / temperature
+    cache = DynamicCache()
+    if frozen is not None and not layers:
+        prompt_hidden, answer_hidden = frozen.group(prompt_ids[:-1], inputs)
+        with frozen.adapted_layers():
+            model(inputs_embeds=prompt_hidden, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            expand_rows(cache, group)
+            logits = model(inputs_embeds=answer_hidden, past_key_values=cache, use_cache=True).logits
+        logits = logits.float() / temperature
+    else:
+        prompt = torch.tensor([list(prompt_ids[:-1])])
+        model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        expand_rows(cache, group)
+        with probe_attention(layers, query_mask=mask) as probe:
+            logits = model(input_ids=inputs, past_key_values=cache, use_cache=True).logits.float() / temperature
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1) * mask
     prompt_mass = None
     if layers:

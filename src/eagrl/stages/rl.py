@@ -148,6 +148,7 @@ def run(cfg: DictConfig) -> dict:
         history = pd.DataFrame(module.history)
         validations = pd.DataFrame(module.validations, columns=["step", *VALIDATION_COLUMNS, *REWARD_COLUMNS])
         metrics = summarise(cfg, history, seconds, threads, target, resume is not None)
+        metrics["frozen_layer_cache"] = module.frozen.summary() if module.frozen else None
         if trainer.is_global_zero:  # one writer under data-parallel training
             model.save_pretrained(target / "last", selected_adapters=["default"])
             selected = module.best.restore(model)

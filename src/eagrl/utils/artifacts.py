@@ -37,7 +37,7 @@ VOLATILE_KEYS = (
     # the pipeline's own keys, which an experiment may set and every stage's config then carries
     "stages", "baselines", "stage_overrides", "evaluate_adapters", "tags",
     "trainer.default_root_dir", "datamodule.raw_source", "datamodule.data_dir", "datamodule.num_workers",
-    "generation.batch_size", "sft.frozen_cache_gb",
+    "generation.batch_size", "sft.frozen_cache_gb", "rl.frozen_cache_gb",
 )  # fmt: skip
 
 
