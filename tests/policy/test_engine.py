@@ -110,7 +110,10 @@ def test_empty_prompt_is_refused(tiny_backbone):
 def test_prefix_cache_gives_the_same_answers_and_encodes_only_suffixes(tiny_backbone):
     model, tokenizer = tiny_backbone
     plain = GenerationEngine(model, tokenizer, batch_size=8, progress=False)
-    cached = GenerationEngine(model, tokenizer, batch_size=8, progress=False, prefix_cache=PrefixCache())
+    # the search's engine: registered records, no shared start of its own (tested below)
+    cached = GenerationEngine(
+        model, tokenizer, batch_size=8, progress=False, prefix_cache=PrefixCache(), share_prefix=False
+    )
     prefixes = _encode(plain, (30, 50))
     extended = [prefix + tokenizer("<Subquestion> more", add_special_tokens=False)["input_ids"] for prefix in prefixes]
     sampling = SamplingConfig(max_new_tokens=10)
@@ -128,6 +131,33 @@ def test_prefix_cache_gives_the_same_answers_and_encodes_only_suffixes(tiny_back
     # prefills: each extended prompt encodes its suffix only, each registered prompt its last token only
     assert sorted(w for w in widths if w > 1)[-2:] == [suffix, suffix]
     assert cached.stats.reused_prompt_tokens == sum(map(len, prefixes)) * 2 - 2
+
+
+def test_a_call_encodes_the_shared_start_once_and_forgets_what_it_stored():
+    """generate() encodes the tokens every prompt starts with once and, with keep_prompts, keeps each prompt for
+    on_batch; it forgets both when it returns (a prefix the caller registered stays). So after the weights change,
+    the same engine decodes what a fresh engine decodes: the same tokens and the same step logits."""
+    model, tokenizer = tiny(seed=5)
+    engine = GenerationEngine(model, tokenizer, batch_size=4, progress=False, prefix_cache=PrefixCache(5))
+    prompts = _encode(engine, (20, 25, 30))
+    engine.add_prefixes(prompts[:1])
+    sampling, watch = SamplingConfig(max_new_tokens=6), list(range(40, 60))
+    during = []
+    engine.generate(
+        prompts[1:], sampling, keep_prompts=True, on_batch=lambda *_: during.append(len(engine.prefix_cache.entries))
+    )
+    # the registered prompt, the two prompts' shared start, and the two prompts
+    assert during == [4] and engine.stats.reused_prompt_tokens > 0
+    assert list(engine.prefix_cache.entries) == [tuple(prompts[0])]
+    engine.prefix_cache.discard(prompts[:1])
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    again = engine.generate(prompts, sampling, watch=watch, keep_prompts=True)
+    fresh = GenerationEngine(model, tokenizer, batch_size=4, progress=False).generate(prompts, sampling, watch=watch)
+    for (ours,), (theirs,) in zip(again, fresh, strict=True):
+        assert ours.token_ids == theirs.token_ids
+        torch.testing.assert_close(ours.watched, theirs.watched, atol=1e-4, rtol=1e-4)
 
 
 def test_prefix_cache_keeps_the_most_recent_entries():

@@ -165,19 +165,26 @@ def test_token_expectation_is_continuous_and_does_not_depend_on_the_batch(tiny_b
 
 
 def test_the_pass_on_cached_prompts_encodes_only_the_answers_and_agrees_with_the_full_pass(tiny_backbone):
-    """Prompts generated with ``keep_prompts=True`` stay in the prefix cache: the pass then encodes each answer on
-    its cached prompt (counted as reused prompt tokens) and gives the full pass's p₁, p₂ and mass."""
+    """While ``generate(keep_prompts=True)`` runs, a batch's prompts are in the prefix cache: the pass called from
+    ``on_batch`` encodes each answer on its cached prompt (counted as reused prompt tokens) and gives the full
+    pass's p₁, p₂ and mass."""
     model, tokenizer = tiny_backbone
     digits = digit_token_ids(tokenizer)
-    cached = GenerationEngine(model, tokenizer, batch_size=4, progress=False, prefix_cache=PrefixCache(4))
+    cached = GenerationEngine(model, tokenizer, batch_size=4, progress=False, prefix_cache=PrefixCache(5))
     prompt_ids = _prompts(cached, 3)
-    sampling = SamplingConfig(max_new_tokens=12)
-    texts = [group[0].text for group in cached.generate(prompt_ids, sampling, keep_prompts=True)]
-    before = cached.stats.reused_prompt_tokens
-    on_prefix = pass_digits(cached, prompt_ids, texts, digits)
-    assert cached.stats.reused_prompt_tokens - before == sum(map(len, prompt_ids))
-    full = pass_digits(_engine(model, tokenizer), prompt_ids, texts, digits)
-    for fast, slow in zip(on_prefix, full, strict=True):
+    seen = {}
+
+    def on_batch(batch, results):
+        before = cached.stats.reused_prompt_tokens
+        texts = [result[0].text for result in results]
+        seen["digits"] = pass_digits(cached, [prompt_ids[index] for index in batch], texts, digits)
+        seen.update(reused=cached.stats.reused_prompt_tokens - before, batch=batch, texts=texts)
+
+    cached.generate(prompt_ids, SamplingConfig(max_new_tokens=12), keep_prompts=True, on_batch=on_batch)
+    prompts = [prompt_ids[index] for index in seen["batch"]]
+    assert len(prompts) == 3 and seen["reused"] == sum(map(len, prompts))
+    full = pass_digits(_engine(model, tokenizer), prompts, seen["texts"], digits)
+    for fast, slow in zip(seen["digits"], full, strict=True):
         assert fast.source == slow.source == "pass"
         np.testing.assert_allclose(fast.first, slow.first, atol=1e-5)
         np.testing.assert_allclose(fast.second, slow.second, atol=1e-5)

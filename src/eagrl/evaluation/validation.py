@@ -168,7 +168,7 @@ class EpochValidation(L.Callback):
         model = pl_module.model
         model.eval()  # no dropout in the answers
         try:
-            cache = PrefixCache(self.batch_size)
+            cache = PrefixCache(self.batch_size + 1)  # a batch's prompts and their shared start
             engine = GenerationEngine(model, self.tokenizer, self.batch_size, progress=False, prefix_cache=cache)
             row = {"epoch": float(trainer.current_epoch + 1)}
             row.update(

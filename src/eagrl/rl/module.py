@@ -204,9 +204,10 @@ class PolicyRLModule(AdapterModule):
                 "rl.select_on=reward reads R_att from declared features; reward.attention internal or both needs "
                 "a probe pass the validation does not make: use rl.select_on=auroc"
             )
-        # the prefix cache holds a validation batch's prompts for the token-expectation pass (validate_policy)
+        # the prefix cache holds a call's shared prompt start and a validation batch's prompts for the
+        # token-expectation pass (validate_policy); the engine forgets them when the call returns
         self.engine = GenerationEngine(
-            model, tokenizer, batch_size=rl.batch_size, progress=False, prefix_cache=PrefixCache(rl.batch_size)
+            model, tokenizer, batch_size=rl.batch_size, progress=False, prefix_cache=PrefixCache(rl.batch_size + 1)
         )
         # the layers below the adapter, run once per step's answers and read by every pass over them (not with probes,
         # which read attention in any layer)

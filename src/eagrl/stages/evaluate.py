@@ -109,12 +109,11 @@ def run(cfg: DictConfig) -> dict:
     check_trained_prompt(cfg.adapter, cfg.prompt)
     external = _external_cohort(cfg, datamodule, len(records))
     # the digits whose distributions each decoding step records, for token_expectation to read off the answer; the
-    # other answers of a batch take the pass while the batch's prompts are still in the prefix cache
+    # other answers of a batch take the pass while the batch's prompts are still in the prefix cache (which also
+    # holds the prompts' shared start)
     watch = digit_token_ids(backbone.tokenizer) if cfg.score.method == "token_expectation" else []
     batch_size = cfg.generation.batch_size
-    engine = GenerationEngine(
-        model, backbone.tokenizer, batch_size=batch_size, prefix_cache=PrefixCache(batch_size) if watch else None
-    )
+    engine = GenerationEngine(model, backbone.tokenizer, batch_size, prefix_cache=PrefixCache(batch_size + 1))
     prompt_ids = engine.encode_chat([prompt.messages() for prompt in prompts])
 
     answers = read_answers(target / ANSWERS)

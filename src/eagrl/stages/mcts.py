@@ -127,6 +127,7 @@ def run(cfg: DictConfig) -> dict:
             batch_size=cfg.generation.batch_size,
             progress=False,
             prefix_cache=PrefixCache(max_entries=size),
+            share_prefix=False,  # the cache holds the patients' records
         )
         vocabulary = FeatureVocabulary(datamodule.features)
         done = sum(len(chunks[number]) for number in shards)
