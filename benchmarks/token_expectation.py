@@ -1,6 +1,7 @@
 """Token-expectation scoring: the second pass against the digits read off the greedy answers, in the same run.
 
     python benchmarks/token_expectation.py --adapter <eagrl-rl folder> --write BENCHMARKS.md   # TJH, ~10 min
+    python benchmarks/token_expectation.py --write BENCHMARKS.md                # the base model: no answer read off
     python benchmarks/token_expectation.py experiment=tiny --patients 4 --repeats 1            # smoke test
 
 An evaluation (``eagrl-evaluate score.method=token_expectation``) answers every patient greedily, then reads ŷ as
@@ -11,7 +12,10 @@ repeats (the machine is shared):
 - ``pass``: greedy answers, then the teacher-forced pass over every prompt + answer (the score before b912a6a);
 - ``read_off``: greedy answers recording the digit logits at each step (``generate(watch=digits)``), p₁ and p₂
   read off them where the answer wrote its own ``<Final answer> 0.`` (:func:`~eagrl.policy.scoring.generated_digits`),
-  the pass only for the rest.
+  the pass only for the rest;
+- ``cached``: as eagrl-evaluate does it now: ``read_off``, and the rest's pass run per batch while the batch's
+  prompts are in the prefix cache (``generate(keep_prompts=True)``, :func:`~eagrl.policy.scoring.batch_digits`:
+  the answer alone is encoded), the prompts' shared start encoded once.
 
 Reported: seconds to answer and to score, their sum (what an evaluation costs), the pass ÷ read-off ratio of that
 sum, the share of patients read off, whether both runners wrote the same answers and the largest |Δŷ| between them.
@@ -32,22 +36,36 @@ import torch
 from eagrl.cli.entry import compose_entry, with_default_experiment
 from eagrl.evaluation.aggregate import provenance, write_section
 from eagrl.policy.backbone import load_adapter, load_backbone
-from eagrl.policy.engine import GenerationEngine, SamplingConfig
-from eagrl.policy.scoring import digit_token_ids, generated_digits, score_answers
+from eagrl.policy.engine import GenerationEngine, PrefixCache, SamplingConfig
+from eagrl.policy.scoring import batch_digits, digit_token_ids, generated_digits, score_answers
 from eagrl.stages.runtime import prepared_datamodule
 
 #: the TJH recipe that learns (features-then-answer prompts) unless another experiment is given
 DEFAULT_EXPERIMENT = "tjh_expert_label"
-RUNNERS = ("pass", "read_off")
+RUNNERS = ("pass", "read_off", "cached")
 
 
-def evaluate_once(engine: GenerationEngine, prompt_ids, sampling: SamplingConfig, read_off: bool) -> dict:
+def evaluate_once(engine: GenerationEngine, prompt_ids, sampling: SamplingConfig, runner: str) -> dict:
     """Greedy answers and their token-expectation scores: seconds of each part, ŷ, texts, patients read off."""
-    watch = digit_token_ids(engine.tokenizer) if read_off else []
+    watch = digit_token_ids(engine.tokenizer) if runner != "pass" else []
+    generated: list = [None] * len(prompt_ids)
+
+    def read_digits(batch: list[int], results: list) -> None:
+        digits = batch_digits(engine, [prompt_ids[index] for index in batch], [result[0] for result in results], watch)
+        for index, read in zip(batch, digits, strict=True):
+            generated[index] = read
+
+    cached = runner == "cached"
+    engine.prefix_cache = PrefixCache(engine.batch_size + 1) if cached else None
     started = time.perf_counter()
-    answers = [samples[0] for samples in engine.generate(prompt_ids, sampling, watch=watch)]
+    on_batch = read_digits if cached else None
+    answers = [
+        samples[0]
+        for samples in engine.generate(prompt_ids, sampling, watch=watch, keep_prompts=cached, on_batch=on_batch)
+    ]
     answered = time.perf_counter()
-    generated = [generated_digits(engine.tokenizer, answer, watch) for answer in answers] if read_off else None
+    if runner == "read_off":
+        generated = [generated_digits(engine.tokenizer, answer, watch) for answer in answers]
     texts = [answer.text for answer in answers]
     probabilities, details = score_answers(engine, prompt_ids, texts, method="token_expectation", generated=generated)
     return {
@@ -83,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, list[dict]] = {runner: [] for runner in RUNNERS}
     for repeat in range(args.repeats):
         for runner in RUNNERS if repeat % 2 == 0 else RUNNERS[::-1]:
-            run = evaluate_once(engine, prompt_ids, sampling, runner == "read_off")
+            run = evaluate_once(engine, prompt_ids, sampling, runner)
             runs[runner].append(run)
             print(f"repeat {repeat} {runner}: answer {run['answer_seconds']:.1f} s, score "
                   f"{run['score_seconds']:.1f} s, read off {run['read_off']}", flush=True)  # fmt: skip
@@ -98,12 +116,17 @@ def main(argv: list[str] | None = None) -> None:
             f"({100 * read / len(prompts):.0f} %) |"
         )
     totals = {runner: [run["answer_seconds"] + run["score_seconds"] for run in runs[runner]] for runner in RUNNERS}
-    ratios = [slow / fast for slow, fast in zip(totals["pass"], totals["read_off"], strict=True)]
-    same_texts = all(a["texts"] == b["texts"] for a, b in zip(runs["pass"], runs["read_off"], strict=True))
-    largest = max(
-        float(np.abs(a["probabilities"] - b["probabilities"]).max())
-        for a, b in zip(runs["pass"], runs["read_off"], strict=True)
-    )
+    comparisons = []
+    for runner in RUNNERS[1:]:
+        ratios = [slow / fast for slow, fast in zip(totals["pass"], totals[runner], strict=True)]
+        pairs = list(zip(runs["pass"], runs[runner], strict=True))
+        same_texts = all(a["texts"] == b["texts"] for a, b in pairs)
+        largest = max(float(np.abs(a["probabilities"] - b["probabilities"]).max()) for a, b in pairs)
+        comparisons.append(
+            f"Pass ÷ {runner} seconds per repeat: {', '.join(f'{ratio:.2f}' for ratio in ratios)} (median "
+            f"**{statistics.median(ratios):.2f}×**); same greedy answers: {'yes' if same_texts else 'NO'}; largest "
+            f"|Δŷ| {largest:.1e}."
+        )
     lines = [
         f"Command: `python benchmarks/token_expectation.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
         f"{provenance(torch.get_num_threads())}; "
@@ -118,14 +141,12 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---:|---:|---:|---:|",
         *rows,
         "",
-        f"Pass ÷ read-off seconds per repeat: {', '.join(f'{ratio:.2f}' for ratio in ratios)} "
-        f"(median **{statistics.median(ratios):.2f}×**). Same greedy answers in both runners: "
-        f"{'yes' if same_texts else 'NO'}; largest |Δŷ| between them {largest:.1e}.",
+        *comparisons,
     ]
     content = "\n".join(lines)
     print(content)
-    if args.write:
-        write_section(args.write, "token_expectation", content)
+    if args.write:  # one section for a trained adapter, one for the base model
+        write_section(args.write, "token_expectation" if args.adapter else "token_expectation_base", content)
 
 
 if __name__ == "__main__":

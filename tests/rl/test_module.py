@@ -151,6 +151,10 @@ def test_scoring_on_the_frozen_layer_cache_equals_the_full_pass_with_its_gradien
     the full pass's, and clearing the cache (a new step) runs the bottom layer again."""
     model, tokenizer = tiny()
     policy = attach_lora(model, {**LORA, "layers_to_transform": [1]})
+    with torch.no_grad():  # a non-zero adapter (peft starts B at 0): its path counts and A has gradients
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1, generator=torch.Generator().manual_seed(0))
     prompt = tokenizer("<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)[
         "input_ids"
     ]
