@@ -37,7 +37,7 @@ from eagrl.cli.entry import compose_entry, with_default_experiment
 from eagrl.evaluation.aggregate import provenance, write_section
 from eagrl.policy.backbone import load_adapter, load_backbone
 from eagrl.policy.engine import GenerationEngine, PrefixCache, SamplingConfig
-from eagrl.policy.scoring import batch_digits, digit_token_ids, generated_digits, score_answers
+from eagrl.policy.scoring import DigitsPerBatch, digit_token_ids, generated_digits, score_answers
 from eagrl.stages.runtime import prepared_datamodule
 
 #: the TJH recipe that learns (features-then-answer prompts) unless another experiment is given
@@ -48,22 +48,16 @@ RUNNERS = ("pass", "read_off", "cached")
 def evaluate_once(engine: GenerationEngine, prompt_ids, sampling: SamplingConfig, runner: str) -> dict:
     """Greedy answers and their token-expectation scores: seconds of each part, ŷ, texts, patients read off."""
     watch = digit_token_ids(engine.tokenizer) if runner != "pass" else []
-    generated: list = [None] * len(prompt_ids)
-
-    def read_digits(batch: list[int], results: list) -> None:
-        digits = batch_digits(engine, [prompt_ids[index] for index in batch], [result[0] for result in results], watch)
-        for index, read in zip(batch, digits, strict=True):
-            generated[index] = read
-
     cached = runner == "cached"
     engine.prefix_cache = PrefixCache(engine.batch_size + 1) if cached else None
+    on_batch = DigitsPerBatch(engine, prompt_ids, watch) if cached else None
     started = time.perf_counter()
-    on_batch = read_digits if cached else None
     answers = [
         samples[0]
         for samples in engine.generate(prompt_ids, sampling, watch=watch, keep_prompts=cached, on_batch=on_batch)
     ]
     answered = time.perf_counter()
+    generated = on_batch.reads if on_batch else None
     if runner == "read_off":
         generated = [generated_digits(engine.tokenizer, answer, watch) for answer in answers]
     texts = [answer.text for answer in answers]

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from eagrl.evaluation.metrics import point_metrics
-from eagrl.policy.engine import Generation, GenerationEngine, PrefixCache, SamplingConfig
+from eagrl.policy.engine import GenerationEngine, PrefixCache, SamplingConfig
 from eagrl.policy.parsing import FeatureVocabulary, ParsedAnswer, parse_answer
-from eagrl.policy.scoring import AnswerDigits, batch_digits, digit_token_ids, score_answers
+from eagrl.policy.scoring import DigitsPerBatch, digit_token_ids, score_answers
 from eagrl.rewards.functions import RewardTerms
 
 log = logging.getLogger(__name__)
@@ -66,17 +66,10 @@ def validate_policy(
     started = time.perf_counter()
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop_strings=("</Final answer>",))
     watch = digit_token_ids(engine.tokenizer) if method == "token_expectation" else []
-    generated: list[AnswerDigits | None] = [None] * len(prompt_ids)
-
-    def read_digits(batch: list[int], results: list[list[Generation]]) -> None:
-        reads = batch_digits(engine, [prompt_ids[index] for index in batch], [result[0] for result in results], watch)
-        for index, read in zip(batch, reads, strict=True):
-            generated[index] = read
-
-    answers = engine.generate(
-        prompt_ids, sampling, watch=watch, keep_prompts=bool(watch), on_batch=read_digits if watch else None
-    )
+    digits = DigitsPerBatch(engine, prompt_ids, watch) if watch else None
+    answers = engine.generate(prompt_ids, sampling, watch=watch, keep_prompts=bool(watch), on_batch=digits)
     texts = [answer[0].text for answer in answers]
+    generated = digits.reads if digits else None
     probabilities, _ = score_answers(engine, prompt_ids, texts, method=method, generated=generated)
     scores = point_metrics(np.asarray(labels), probabilities)
     parsed = [parse_answer(text, vocabulary) for text in texts]

@@ -23,7 +23,7 @@ whatever it learned), so AUROC cannot see what it learned. Three scores:
   its own decoding steps (:func:`generated_digits`): those patients skip the pass (the same numbers up to float
   rounding; a greedy answer of a trained policy nearly always qualifies). The others go through the pass
   (:func:`pass_digits`), which encodes only the answer and `` 0.`` when the engine's prefix cache still holds the
-  prompt (``generate(keep_prompts=True)``, then :func:`batch_digits` in ``on_batch``: the base model, whose answers
+  prompt (``generate(keep_prompts=True, on_batch=DigitsPerBatch(...))``: the base model, whose answers
   never write the tag, pays the answers instead of a second prefill of every prompt).
 
     probabilities, details = score_answers(engine, prompt_ids, answers, **cfg.score, sampling=sampling)
@@ -254,13 +254,39 @@ def batch_digits(
     (:func:`generated_digits`), else by :func:`pass_digits` (on the prompts' cached prefixes when the batch was
     generated with ``keep_prompts=True``: call it from ``on_batch``)."""
     read = [generated_digits(engine.tokenizer, generation, digits) for generation in generations]
-    pending = [index for index, value in enumerate(read) if value is None]
-    passed = pass_digits(
-        engine, [prompt_ids[index] for index in pending], [generations[index].text for index in pending], digits
-    )
-    for index, value in zip(pending, passed, strict=True):
-        read[index] = value
-    return read
+    return _passed_where_missing(engine, prompt_ids, [generation.text for generation in generations], read, digits)
+
+
+class DigitsPerBatch:
+    """An ``on_batch`` for ``generate(prompt_ids, watch=digits, keep_prompts=True)``: :func:`batch_digits` of each
+    batch, kept in prompt order in :attr:`reads` (for ``score_answers(..., generated=reads)``)."""
+
+    def __init__(self, engine: GenerationEngine, prompt_ids: Sequence[Sequence[int]], digits: Sequence[int]):
+        self.engine, self.prompt_ids, self.digits = engine, prompt_ids, digits
+        self.reads: list[AnswerDigits | None] = [None] * len(prompt_ids)
+
+    def __call__(self, batch: list[int], results: list[list[Generation]]) -> None:
+        prompts = [self.prompt_ids[index] for index in batch]
+        reads = batch_digits(self.engine, prompts, [result[0] for result in results], self.digits)
+        for index, read in zip(batch, reads, strict=True):
+            self.reads[index] = read
+
+
+def _passed_where_missing(
+    engine: GenerationEngine,
+    prompt_ids: Sequence[Sequence[int]],
+    answers: Sequence[str],
+    reads: Sequence[AnswerDigits | None],
+    digits: Sequence[int],
+    progress: bool = False,
+) -> list[AnswerDigits]:
+    """``reads`` with every None replaced by :func:`pass_digits` of that answer."""
+    reads = list(reads)
+    pending = [index for index, read in enumerate(reads) if read is None]
+    prompts, texts = [prompt_ids[index] for index in pending], [answers[index] for index in pending]
+    for index, read in zip(pending, pass_digits(engine, prompts, texts, digits, progress), strict=True):
+        reads[index] = read
+    return reads
 
 
 def pass_digits(
@@ -326,19 +352,9 @@ def _token_expectation(
     generated: Sequence[AnswerDigits | None] | None,
 ) -> tuple[list[float], ScoreDetails]:
     """E[0.dd] per patient: p₁ and p₂ from ``generated`` where given, else by :func:`pass_digits`."""
-    tokenizer = engine.tokenizer
-    digits = digit_token_ids(tokenizer)
     reads = list(generated) if generated is not None else [None] * len(answers)
-    pending = [index for index, read in enumerate(reads) if read is None]
-    passed = pass_digits(
-        engine,
-        [prompt_ids[index] for index in pending],
-        [answers[index] for index in pending],
-        digits,
-        progress=engine.progress,
-    )
-    for index, read in zip(pending, passed, strict=True):
-        reads[index] = read
+    digits = digit_token_ids(engine.tokenizer)
+    reads = _passed_where_missing(engine, prompt_ids, answers, reads, digits, progress=engine.progress)
     first = torch.tensor([read.first for read in reads]).reshape(-1, 10)
     second = torch.tensor([read.second for read in reads]).reshape(-1, 10)
     mass = torch.tensor([read.mass for read in reads])

@@ -449,9 +449,11 @@ class PolicyRLModule(AdapterModule):
             self.frozen_checked = True
             training = self.model.training
             self.model.eval()
-            with torch.no_grad():
-                agree = close(score().logp, score(frozen=self.frozen).logp)
-            self.model.train(training)
+            try:
+                with torch.no_grad():
+                    agree = close(score().logp, score(frozen=self.frozen).logp)
+            finally:
+                self.model.train(training)
             if not agree:
                 log.warning("frozen-layer cache off: its split pass does not reproduce this model's log-probabilities")
                 self.frozen = None

@@ -88,7 +88,7 @@ def run(cfg: DictConfig) -> dict:
     from eagrl.policy.engine import GenerationEngine, PrefixCache, SamplingConfig
     from eagrl.policy.guided import answer_grammar
     from eagrl.policy.parsing import FeatureVocabulary, ParseCounter, parse_answer
-    from eagrl.policy.scoring import batch_digits, check_score, digit_token_ids, score_answers
+    from eagrl.policy.scoring import DigitsPerBatch, check_score, digit_token_ids, score_answers
 
     threads = start(cfg, seed=False)
     check_score(**cfg.score)
@@ -129,23 +129,21 @@ def run(cfg: DictConfig) -> dict:
         seed=cfg.seed,
     )
 
+    digits = DigitsPerBatch(engine, [prompt_ids[index] for index in pending], watch) if watch else None
+
     def save(batch: list[int], results: list) -> None:
-        generations = [result[0] for result in results]
-        digits = (
-            batch_digits(engine, [prompt_ids[pending[slot]] for slot in batch], generations, watch)
-            if watch
-            else [None] * len(batch)
-        )
+        if digits:
+            digits(batch, results)
         rows = [
             {
                 "patient_id": records[pending[slot]].patient_id,
-                "text": generation.text,
-                "generated_tokens": len(generation.token_ids),
-                "prompt_tokens": generation.prompt_tokens,
-                "finish_reason": generation.finish_reason,
-                ANSWER_DIGITS: read,
+                "text": result[0].text,
+                "generated_tokens": len(result[0].token_ids),
+                "prompt_tokens": result[0].prompt_tokens,
+                "finish_reason": result[0].finish_reason,
+                ANSWER_DIGITS: digits.reads[slot] if digits else None,
             }
-            for slot, generation, read in zip(batch, generations, digits, strict=True)
+            for slot, result in zip(batch, results, strict=True)
         ]
         append_answers(target / ANSWERS, rows)
         answers.update({row["patient_id"]: row for row in rows})
