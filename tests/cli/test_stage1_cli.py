@@ -69,6 +69,8 @@ def test_a_user_error_ends_the_command_in_one_line(searched):
         (["split=test"], "train split only"),
         (["split=val"], "train split only"),
         (["prompt=vanilla"], "use prompt=pqd"),
+        (["prompt=features_answer"], "mcts.final_subquestion=null mcts.min_depth=0"),
+        (["mcts.final_subquestion=null", "mcts.min_depth=0", "mcts.max_depth=0"], "writes features_answer"),
         (["reward.attention=internal"], "a Stage 2 option"),
     ],
 )

@@ -106,6 +106,26 @@ def test_min_depth_zero_lets_the_root_answer_at_once(vocabulary):
     assert [node.terminal for node in patients[0].tree.root.children] == [False, False, False, True]
 
 
+def test_without_a_final_subquestion_the_root_closes_in_the_features_then_answer_format(vocabulary):
+    engine = ScriptedEngine()
+    searcher = MCTS(
+        engine, vocabulary, toy_search(rollouts=2, min_depth=0, max_depth=0, final_subquestion=None), RewardConfig()
+    )
+    patients = [searcher.patient("p1", 1, MESSAGES, EXPERT, ())]
+    searcher.run(patients)
+    [path] = complete_paths(patients[0])  # rollout 2 chose the closed answer again: no new node
+    assert path["completion"] == (
+        "<Important Features> LDH; Albumin </Important Features>\n<Final answer> 0.8 </Final answer>"
+    )
+    assert path["depth"] == 0 and path["steps"] == [] and patients[0].tree.root.visits == 2
+    assert [call[0] for call in engine.calls] == ["prefixes", "</Important Features>", "</Final answer>"]
+
+
+def test_no_final_subquestion_refuses_sub_questions():
+    with pytest.raises(ConfigError, match="max_depth=0"):
+        toy_search(final_subquestion=None, min_depth=0, max_depth=1)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -10,7 +10,8 @@ scaffold (the tags are written by the search, the model fills them in):
   ``usefulness_question`` asked after it (normalised over Yes / No);
 - ``answer_children`` closings once ``min_depth`` steps are written (only closings at ``max_depth``):
   ``<Final subquestion> … <Important Features>`` → the model lists features, ``<Final answer>`` → the model
-  gives the probability (``final_samples`` probabilities per list, a few tokens each); each is simulated by the
+  gives the probability (with ``final_subquestion`` None, the features-then-answer format of
+  ``prompt=features_answer``: no sub-questions, the closing opens at ``<Important Features>``) (``final_samples`` probabilities per list, a few tokens each); each is simulated by the
   reward R (label and expert salient set: train split only) mapped onto [0, 1] by its attainable range
   (:func:`~eagrl.rewards.unit_reward`), the scale of usefulness.
 
@@ -58,7 +59,7 @@ class SearchConfig:
     answer_tokens: int = 48
     features_tokens: int = 64
     final_tokens: int = 12
-    final_subquestion: str = "What is the probability of the outcome?"
+    final_subquestion: str | None = "What is the probability of the outcome?"
     usefulness_question: str = "Is the last sub-question useful for predicting the outcome? Answer Yes or No."
     guided: bool = True
     guided_features: int = 5
@@ -74,6 +75,11 @@ class SearchConfig:
             raise ConfigError(f"mcts needs 0 <= min_depth <= max_depth, got {self.min_depth} and {self.max_depth}")
         if self.guided_features < 1:
             raise ConfigError(f"mcts.guided_features must be >= 1, got {self.guided_features}")
+        if self.final_subquestion is None and self.max_depth > 0:
+            raise ConfigError(
+                "mcts.final_subquestion=null closes the answer in the features-then-answer format, which has no "
+                "sub-questions: set mcts.min_depth=0 mcts.max_depth=0"
+            )
 
 
 @dataclass
@@ -247,7 +253,9 @@ class MCTS:
         """Sample closing blocks (features, then the probability) and score each with the reward."""
         if not leaves:
             return
-        opening = f"<Final subquestion> {self.search.final_subquestion} </Final subquestion>\n<Important Features>"
+        question = self.search.final_subquestion
+        final = f"<Final subquestion> {question} </Final subquestion>\n" if question is not None else ""
+        opening = f"{final}<Important Features>"
         listed = self._generate(
             [(patient, leaf.answer() + opening) for patient, leaf in leaves],
             [f"{patient.patient_id}/{leaf.index}/f" for patient, leaf in leaves],

@@ -81,9 +81,14 @@ def run(cfg: DictConfig) -> dict:
             f"split={cfg.split}: the search scores answers with labels and the expert's salient features, so it "
             "runs on the train split only (split=train)"
         )
-    if cfg.prompt.style != "pqd":
-        raise ConfigError(f"prompt={cfg.prompt.style}: the search writes PQD answers; use prompt=pqd")
     search = typed(SearchConfig, cfg.mcts, "mcts", ignore=("selection",), seed=cfg.seed)
+    closing = "pqd" if search.final_subquestion is not None else "features_answer"
+    if cfg.prompt.style != closing:
+        raise ConfigError(
+            f"prompt={cfg.prompt.style}: the search writes {closing} answers (mcts.final_subquestion="
+            f"{search.final_subquestion!r}); use prompt=pqd, or prompt=features_answer with "
+            "mcts.final_subquestion=null mcts.min_depth=0 mcts.max_depth=0"
+        )
     selection = typed(SelectionConfig, cfg.mcts.selection, "mcts.selection")
     reward = typed(RewardConfig, cfg.reward, "reward")
     if reward.needs_internal:
