@@ -10,8 +10,9 @@ scaffold (the tags are written by the search, the model fills them in):
   ``usefulness_question`` asked after it (normalised over Yes / No);
 - ``answer_children`` closings once ``min_depth`` steps are written (only closings at ``max_depth``):
   ``<Final subquestion> … <Important Features>`` → the model lists features, ``<Final answer>`` → the model
-  gives the probability (with ``final_subquestion`` None, the features-then-answer format of
-  ``prompt=features_answer``: no sub-questions, the closing opens at ``<Important Features>``) (``final_samples`` probabilities per list, a few tokens each); each is simulated by the
+  gives the probability (``final_samples`` probabilities per list, a few tokens each; with ``final_subquestion``
+  None, the features-then-answer format of ``prompt=features_answer``: no sub-questions, the closing opens at
+  ``<Important Features>``); each is simulated by the
   reward R (label and expert salient set: train split only) mapped onto [0, 1] by its attainable range
   (:func:`~eagrl.rewards.unit_reward`), the scale of usefulness.
 
