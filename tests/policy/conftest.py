@@ -19,6 +19,17 @@ def tiny(attn_implementation: str = EAGRL_SDPA, seed: int = 0):
     return tiny_random(TINY, seed=seed, dtype=torch.float32, attn_implementation=attn_implementation)
 
 
+def nonzero_adapter(policy, std: float = 0.1, seed: int = 0):
+    """``policy`` with its LoRA B matrices drawn from N(0, std²) (peft starts them at 0), so the adapter's path
+    counts in the forward pass and A has gradients, as in a trained adapter."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=std, generator=generator)
+    return policy
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone():
     return tiny()

@@ -8,7 +8,7 @@ import torch
 from eagrl.policy.backbone import attach_lora
 from eagrl.policy.frozen import FrozenLayerCache, frozen_layer_count
 from eagrl.policy.sft import PolicySFTModule, sft_loader
-from tests.policy.conftest import tiny
+from tests.policy.conftest import nonzero_adapter, tiny
 
 LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
@@ -66,16 +66,6 @@ def _two_rows():
     return next(iter(sft_loader(items, batch_size=2, pad_id=0, shuffle=False, seed=0)))
 
 
-def _trained_looking(policy):
-    """A non-zero adapter (peft starts B at 0), so its path counts in the forward pass and A has gradients."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in policy.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(std=0.1)
-    return policy
-
-
 def _adapter_gradients(policy) -> list[torch.Tensor]:
     return [parameter.grad.clone() for parameter in policy.parameters() if parameter.requires_grad]
 
@@ -85,7 +75,7 @@ def test_frozen_layer_cache_gives_the_full_forward_loss_and_gradients():
     pass and read on the second; loss and adapter gradients equal a full forward pass's each time. An adapter on
     every layer leaves nothing to cache."""
     model, _ = tiny()
-    policy = _trained_looking(attach_lora(model, {**LORA, "layers_to_transform": [1]}))
+    policy = nonzero_adapter(attach_lora(model, {**LORA, "layers_to_transform": [1]}))
     assert frozen_layer_count(policy) == 1
     batch = _two_rows()
     plain, cached = PolicySFTModule(policy), PolicySFTModule(policy, frozen_cache_gb=1.0)

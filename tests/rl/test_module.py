@@ -22,7 +22,7 @@ from eagrl.rewards import RewardTerms
 from eagrl.rl.module import PolicyRLModule, RLConfig, flat_streak, step_loader
 from eagrl.rl.rollout import RLPrompt, key_token_span, line_token_spans, score_responses
 from tests.configs import toy_rl
-from tests.policy.conftest import TINY, tiny
+from tests.policy.conftest import TINY, nonzero_adapter, tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj", "down_proj"]}
@@ -150,11 +150,7 @@ def test_scoring_on_the_frozen_layer_cache_equals_the_full_pass_with_its_gradien
     pass and read on the next (π_old, then the update); log-probabilities, entropies and adapter gradients equal
     the full pass's, and clearing the cache (a new step) runs the bottom layer again."""
     model, tokenizer = tiny()
-    policy = attach_lora(model, {**LORA, "layers_to_transform": [1]})
-    with torch.no_grad():  # a non-zero adapter (peft starts B at 0): its path counts and A has gradients
-        for name, parameter in policy.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(std=0.1, generator=torch.Generator().manual_seed(0))
+    policy = nonzero_adapter(attach_lora(model, {**LORA, "layers_to_transform": [1]}))
     prompt = tokenizer("<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)[
         "input_ids"
     ]

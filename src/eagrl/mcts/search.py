@@ -255,8 +255,8 @@ class MCTS:
         if not leaves:
             return
         question = self.search.final_subquestion
-        final = f"<Final subquestion> {question} </Final subquestion>\n" if question is not None else ""
-        opening = f"{final}<Important Features>"
+        asked = f"<Final subquestion> {question} </Final subquestion>\n" if question is not None else ""
+        opening = f"{asked}<Important Features>"
         listed = self._generate(
             [(patient, leaf.answer() + opening) for patient, leaf in leaves],
             [f"{patient.patient_id}/{leaf.index}/f" for patient, leaf in leaves],
